@@ -8,6 +8,7 @@
 #include <llhttp.h>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,16 +22,16 @@ inline constexpr std::size_t defaultMaxHeaderBytes = 16 * 1024;
 inline constexpr std::size_t maxHeaderCount = 100;
 
 struct HttpHeader {
-    std::string name; ///< As the client spelled it.
+    std::string name;  ///< As the client spelled it.
     std::string value; ///< Without leading and trailing whitespace.
 };
 
 /// A parsed and validated upgrade request (RFC 6455 §4.2.1).
 struct HandshakeRequest {
     std::string target; ///< The request-target as sent: path and query.
-    std::string host; ///< The Host header.
+    std::string host;   ///< The Host header.
     std::string origin; ///< The Origin header, empty when absent.
-    std::string key; ///< Sec-WebSocket-Key, trimmed.
+    std::string key;    ///< Sec-WebSocket-Key, trimmed.
     /// Sec-WebSocket-Protocol tokens in the client's order, gathered from one
     /// header or several.
     std::vector<std::string> protocols;
@@ -52,7 +53,7 @@ public:
     enum class Status {
         NeedMore, ///< Every byte was consumed; the request is not complete.
         Complete, ///< The request is complete and valid; see request().
-        Failed, ///< The request is invalid; see error(). Feed nothing more.
+        Failed,   ///< The request is invalid; see error(). Feed nothing more.
     };
 
     explicit HandshakeParser(std::size_t maxHeaderBytes = defaultMaxHeaderBytes);
@@ -62,7 +63,9 @@ public:
     /// Parses `size` bytes. On Complete, `consumed` is the number of bytes
     /// of `data` that belong to the request; the rest belong to the frame
     /// layer (a client may send frames in the same write as its request).
-    /// On NeedMore, `consumed == size`.
+    /// On NeedMore, `consumed == size`. On Failed the input is discarded and
+    /// `consumed == size`, on this call and any later one. After Complete,
+    /// later calls consume nothing and return Complete.
     Status receive(const char* data, std::size_t size, std::size_t& consumed);
 
     /// Why the request failed (a handshake Error), valid after Failed.
@@ -72,21 +75,25 @@ public:
     HandshakeRequest& request() noexcept { return request_; }
 
 private:
-    // ... implementation state (llhttp_t, partial header field/value, counts).
-    static int onUrl(llhttp_t* parser, const char* at, std::size_t length);
-    static int onHeaderField(llhttp_t* parser, const char* at, std::size_t length);
-    static int onHeaderValue(llhttp_t* parser, const char* at, std::size_t length);
-    static int onHeaderValueComplete(llhttp_t* parser);
-    static int onHeadersComplete(llhttp_t* parser);
-    Error validate() noexcept;
+    // llhttp calls these synchronously from inside receive(); they are
+    // noexcept because an exception must not unwind through llhttp's C frames.
+    static int onUrl(llhttp_t* parser, const char* at, std::size_t length) noexcept;
+    static int onHeaderField(llhttp_t* parser, const char* at, std::size_t length) noexcept;
+    static int onHeaderFieldComplete(llhttp_t* parser) noexcept;
+    static int onHeaderValue(llhttp_t* parser, const char* at, std::size_t length) noexcept;
+    static int onHeaderValueComplete(llhttp_t* parser) noexcept;
+    static int onHeadersComplete(llhttp_t* parser) noexcept;
+    Status fail(Error error, std::size_t size, std::size_t& consumed) noexcept;
+    std::optional<Error> validate();
 
     llhttp_t parser_{};
-    llhttp_settings_t settings_{};
     HandshakeRequest request_;
     std::size_t maxHeaderBytes_;
-    std::size_t headerBytes_ = 0;
-    bool inValue_ = false;
-    bool complete_ = false;
+    std::size_t headerBytes_ = 0;        ///< Request bytes given to llhttp so far.
+    std::size_t headerCount_ = 0;        ///< Header fields whose name is complete.
+    bool inField_ = false;               ///< A header name is being received.
+    std::optional<Error> callbackError_; ///< Why a callback stopped llhttp.
+    Status status_ = Status::NeedMore;
     Error error_ = Error::MalformedRequest;
 };
 

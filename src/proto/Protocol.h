@@ -104,27 +104,41 @@ public:
     void setRsv1Allowed(bool on) noexcept { rsv1Allowed_ = on; }
 
 private:
+    std::uint8_t* continueFrame(std::uint8_t* p, std::uint8_t* end);
+    bool handleData(bool fin, std::uint8_t* payload, std::size_t size);
+    bool finishSplitDataFrame();
+    bool deliverMessage();
+    bool handleControl(Opcode opcode, std::uint8_t* payload, std::size_t size);
+    bool handleClose(const std::uint8_t* payload, std::size_t size);
+    void fail(Error error);
+    void sendCloseFrame(std::uint16_t code, std::string_view reason);
+    void releaseMessage() noexcept;
+
     // Implementation state; see Protocol.cpp. Keep it small: this object is
-    // part of every connection.
+    // part of every connection (128 bytes on LP64).
     ProtocolHandler& handler_;
     ProtocolLimits limits_;
-    std::string message_; // fragments of an incomplete message, or a split frame
-    std::string control_; // a control frame split across reads
+    // The fragments of the message in progress, and what has arrived of a
+    // data frame split across reads. A control frame split across reads is
+    // appended after them and cut off again once handled.
+    std::string message_;
     std::string closeReason_;
-    std::uint64_t remaining_ = 0; // payload bytes still to come in this frame
-    Utf8Validator utf8_;
-    std::uint16_t closeCode_ = 0;
+    std::uint64_t frameLength_ = 0; // payload length of a frame split across reads
+    std::uint64_t remaining_ = 0; // its payload bytes still to come
+    // A partial frame header. While a frame's payload spans reads, bytes
+    // 10-13 hold its masking key instead.
     std::uint8_t header_[maxFrameHeaderSize] = {};
+    std::uint16_t closeCode_ = 0;
+    Utf8Validator utf8_;
     std::uint8_t headerSize_ = 0; // bytes of a partial header held in header_
-    std::uint8_t mask_[4] = {};
-    std::uint8_t maskPhase_ = 0;
-    std::uint8_t frameOpcode_ = 0;
-    bool frameFin_ = false;
-    bool inMessage_ = false;
-    MessageType messageType_ = MessageType::Binary;
+    Opcode frameOpcode_ = Opcode::Continuation; // of a frame split across reads
     State state_ = State::Open;
-    bool deliverFrames_ = false;
-    bool rsv1Allowed_ = false;
+    bool frameFin_ : 1 = false; // of a frame split across reads
+    bool inMessage_ : 1 = false; // a data message has begun and not yet ended
+    bool messageText_ : 1 = false;
+    bool messageCompressed_ : 1 = false; // its first frame had RSV1
+    bool deliverFrames_ : 1 = false;
+    bool rsv1Allowed_ : 1 = false;
 };
 
 } // namespace wsgate::proto

@@ -19,7 +19,9 @@ public:
     void reset() noexcept { state_ = 0; }
 
 private:
-    std::uint32_t state_ = 0;
+    // The DFA state (Utf8Validator.cpp): 0 between characters, otherwise
+    // what the next byte may be; one byte, as this lives in every connection.
+    std::uint8_t state_ = 0;
 };
 
 /// One-shot validation of a whole buffer.

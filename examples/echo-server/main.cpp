@@ -1,0 +1,146 @@
+// The counterpart of Qt's Echo Server example: every text message comes back
+// as text, every binary message as binary. Its options let an outside test
+// suite (Autobahn's fuzzingclient, a benchmark) drive it.
+#include "wsgate/EventLoop.h"
+#include "wsgate/Server.h"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+struct Options {
+    std::string address = "127.0.0.1";
+    std::uint16_t port = 1234;
+    std::uint64_t maxMessage = 0;
+    std::vector<std::string> subprotocols;
+    long handshakeTimeoutMs = -2; // -2: the library's default
+    std::string serverName = "wsgate-echo";
+    bool quiet = false;
+};
+
+void usage(const char* program) {
+    std::fprintf(stderr,
+                 "usage: %s [--address ADDR] [--port N] [--max-message BYTES]\n"
+                 "          [--subprotocols a,b] [--handshake-timeout MS] [--server-name NAME]\n"
+                 "          [--quiet]\n"
+                 "  --address ADDR         listen address (default 127.0.0.1; '' for any)\n"
+                 "  --port N               port, 0 picks a free one (default 1234)\n"
+                 "  --max-message BYTES    largest incoming frame and message (default 16 MiB)\n"
+                 "  --subprotocols a,b     subprotocols spoken, in preference order\n"
+                 "  --handshake-timeout MS deadline for a handshake (default 10000; <0 none)\n"
+                 "  --server-name NAME     value of the Server header ('' for none)\n"
+                 "  --quiet                no line per connection\n",
+                 program);
+}
+
+bool parseNumber(const char* text, long long min, long long max, long long& out) {
+    char* end = nullptr;
+    errno = 0;
+    long long value = std::strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || value < min || value > max) {
+        return false;
+    }
+    out = value;
+    return true;
+}
+
+bool parseOptions(int argc, char** argv, Options& options) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--quiet") {
+            options.quiet = true;
+            continue;
+        }
+        if (arg == "--help" || arg == "-h" || i + 1 >= argc) {
+            return false;
+        }
+        const char* value = argv[++i];
+        long long number = 0;
+        if (arg == "--address") {
+            options.address = value;
+        } else if (arg == "--port" && parseNumber(value, 0, 65535, number)) {
+            options.port = static_cast<std::uint16_t>(number);
+        } else if (arg == "--max-message" && parseNumber(value, 1, 1LL << 62, number)) {
+            options.maxMessage = static_cast<std::uint64_t>(number);
+        } else if (arg == "--handshake-timeout" &&
+                   parseNumber(value, -1, 24LL * 3600 * 1000, number)) {
+            options.handshakeTimeoutMs = static_cast<long>(number);
+        } else if (arg == "--server-name") {
+            options.serverName = value;
+        } else if (arg == "--subprotocols") {
+            std::string list = value;
+            std::size_t start = 0;
+            while (start <= list.size()) {
+                std::size_t comma = list.find(',', start);
+                std::string item = list.substr(start, comma - start);
+                if (!item.empty()) {
+                    options.subprotocols.push_back(item);
+                }
+                if (comma == std::string::npos) {
+                    break;
+                }
+                start = comma + 1;
+            }
+        } else {
+            std::fprintf(stderr, "echo-server: bad option or value: %s %s\n", argv[i - 1], value);
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Options options;
+    if (!parseOptions(argc, argv, options)) {
+        usage(argv[0]);
+        return 2;
+    }
+    std::signal(SIGPIPE, SIG_IGN);
+
+    wsgate::EventLoop loop;
+    wsgate::Server server(options.serverName, wsgate::Server::SslMode::NonSecureMode, loop);
+    if (options.maxMessage != 0) {
+        server.setMaxAllowedIncomingFrameSize(options.maxMessage);
+        server.setMaxAllowedIncomingMessageSize(options.maxMessage);
+    }
+    if (options.handshakeTimeoutMs != -2) {
+        server.setHandshakeTimeout(static_cast<int>(options.handshakeTimeoutMs));
+    }
+    server.setSupportedSubprotocols(options.subprotocols);
+    // An echo server keeps every client it accepts; the default of 30 pending
+    // only matters when nobody takes them, which cannot happen here.
+    if (!server.listen(options.address, options.port)) {
+        std::fprintf(stderr, "echo-server: cannot listen on %s:%u: %s\n", options.address.c_str(),
+                     options.port, server.errorString().c_str());
+        return 1;
+    }
+    std::printf("%s\n", server.serverUrl().c_str());
+    std::fflush(stdout);
+
+    // Each client lives in this list until it disconnects.
+    std::list<std::unique_ptr<wsgate::WebSocket>> clients;
+    server.onNewConnection([&] {
+        while (auto socket = server.nextPendingConnection()) {
+            wsgate::WebSocket* raw = socket.get();
+            if (!options.quiet) {
+                std::fprintf(stderr, "client %s:%u %s\n", raw->peerAddress().c_str(),
+                             raw->peerPort(), raw->resourceName().c_str());
+            }
+            raw->onTextMessageReceived([raw](std::string_view m) { raw->sendTextMessage(m); });
+            raw->onBinaryMessageReceived([raw](std::string_view m) { raw->sendBinaryMessage(m); });
+            auto it = clients.insert(clients.end(), std::move(socket));
+            raw->onDisconnected([&clients, it] { clients.erase(it); });
+        }
+    });
+    return loop.run() < 0 ? 1 : 0;
+}

@@ -1,0 +1,749 @@
+#include "net/Connection.h"
+
+#include "lib/ServerState.h"
+#include "net/LoopData.h"
+
+#include <uv.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cassert>
+#include <cstring>
+
+namespace wsgate::detail {
+namespace {
+
+/// How long a refused or closed connection may take to send its FIN once our
+/// last bytes are out. Past it the socket is simply closed.
+constexpr std::uint64_t lingerTimeoutMs = 2000;
+
+/// A frame whose payload is at least this large is written at once even
+/// inside a read batch, rather than copied into the batch's buffer.
+constexpr std::size_t directWriteThreshold = 16 * 1024;
+
+uv_buf_t makeBuf(const void* data, std::size_t size) {
+    return uv_buf_init(const_cast<char*>(static_cast<const char*>(data)),
+                       static_cast<unsigned>(size));
+}
+
+} // namespace
+
+/// Keeps the connection allocated while a callback chain runs on it; the
+/// last one out frees it if it is done.
+class Connection::Busy {
+public:
+    explicit Busy(Connection& c) : c_(c) { ++c_.busy_; }
+    ~Busy() {
+        if (--c_.busy_ == 0) {
+            c_.maybeFree();
+        }
+    }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+
+private:
+    Connection& c_;
+};
+
+struct Connection::HandshakeState {
+    explicit HandshakeState(std::size_t maxHeaderBytes) : parser(maxHeaderBytes) {}
+    proto::HandshakeParser parser;
+    std::string rest; // bytes read past the request, for the frame layer
+};
+
+struct Connection::WriteOp {
+    uv_write_t req;
+    std::string data;
+    std::size_t offset = 0;
+};
+
+Connection::Connection(ServerState& server)
+    : loop_(server.loop), server_(&server), protocol_(*this, server.limits) {
+    handle_.data = this;
+}
+
+Connection::~Connection() {
+    assert(writing_ == nullptr);
+    loop_.cancelDeferred(this);
+}
+
+int Connection::accept(ServerState& server, uv_stream_t* listener) {
+    auto* c = new Connection(server);
+    int rc = uv_tcp_init(server.loop.loop, &c->handle_);
+    if (rc < 0) {
+        delete c;
+        return rc;
+    }
+    rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->handle_));
+    if (rc < 0) {
+        c->server_ = nullptr;
+        c->closeHandle();
+        return rc;
+    }
+    return c->start(static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0
+                                                   ? -1
+                                                   : server.handshakeTimeoutMs));
+}
+
+int Connection::adopt(ServerState& server, int fd) {
+    auto* c = new Connection(server);
+    int rc = uv_tcp_init(server.loop.loop, &c->handle_);
+    if (rc < 0) {
+        delete c;
+        return rc;
+    }
+    rc = uv_tcp_open(&c->handle_, fd);
+    if (rc < 0) {
+        c->server_ = nullptr;
+        c->closeHandle();
+        return rc;
+    }
+    return c->start(static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0
+                                                   ? -1
+                                                   : server.handshakeTimeoutMs));
+}
+
+int Connection::start(std::uint64_t handshakeTimeoutMs) {
+    // Small frames go out at once; we gather them per read batch ourselves.
+    uv_tcp_nodelay(&handle_, 1);
+    handshake_ = std::make_unique<HandshakeState>(server_->maxHandshakeSize);
+    server_->handshakes.add(*this, handshakeTimeoutMs);
+    updateReading();
+    return 0;
+}
+
+void Connection::updateReading() {
+    bool want = false;
+    switch (phase_) {
+    case Phase::Handshake:
+        want = true;
+        break;
+    case Phase::Open:
+        want = !readingPaused_;
+        break;
+    case Phase::Draining:
+        want = true; // to see the peer's close frame and FIN
+        break;
+    default:
+        break;
+    }
+    auto* stream = reinterpret_cast<uv_stream_t*>(&handle_);
+    if (want && !reading_) {
+        reading_ = uv_read_start(stream, onAlloc, onRead) == 0;
+    } else if (!want && reading_) {
+        uv_read_stop(stream);
+        reading_ = false;
+    }
+}
+
+void Connection::onAlloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+    auto* c = static_cast<Connection*>(handle->data);
+    *buf = makeBuf(c->loop_.readBuffer.get(), LoopData::readBufferSize);
+}
+
+void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    auto* c = static_cast<Connection*>(stream->data);
+    if (nread > 0) {
+        c->onBytes(reinterpret_cast<std::uint8_t*>(buf->base), static_cast<std::size_t>(nread));
+    } else if (nread < 0) {
+        c->onReadEnd(static_cast<int>(nread));
+    }
+}
+
+void Connection::onBytes(std::uint8_t* data, std::size_t size) {
+    Busy busy(*this);
+    // Gather every frame written while this batch is processed into one write.
+    corked_ = true;
+    processInput(data, size);
+    corked_ = false;
+    flush();
+}
+
+void Connection::processInput(std::uint8_t* data, std::size_t size) {
+    switch (phase_) {
+    case Phase::Handshake:
+        handshakeInput(data, size);
+        break;
+    case Phase::Open:
+    case Phase::Draining:
+        protocol_.receive(data, size);
+        break;
+    default:
+        break;
+    }
+}
+
+void Connection::handshakeInput(std::uint8_t* data, std::size_t size) {
+    std::size_t consumed = 0;
+    auto status = handshake_->parser.receive(reinterpret_cast<const char*>(data), size, consumed);
+    switch (status) {
+    case proto::HandshakeParser::Status::NeedMore:
+        return;
+    case proto::HandshakeParser::Status::Failed:
+        refuse(handshake_->parser.error());
+        return;
+    case proto::HandshakeParser::Status::Complete:
+        completeHandshake(data + consumed, size - consumed);
+        return;
+    }
+}
+
+void Connection::completeHandshake(const std::uint8_t* rest, std::size_t restSize) {
+    ServerState& server = *server_;
+    proto::HandshakeRequest& request = handshake_->parser.request();
+    if (server.originAuthenticationRequired) {
+        CorsAuthenticator authenticator(request.origin);
+        server.originAuthenticationRequired(authenticator);
+        if (phase_ != Phase::Handshake) {
+            return; // the server was closed from inside the callback
+        }
+        if (!authenticator.allowed()) {
+            refuse(Error::OriginRefused);
+            return;
+        }
+    }
+    if (server.pending.size() >= static_cast<std::size_t>(server.maxPending)) {
+        refuse(Error::TooManyPendingConnections);
+        return;
+    }
+    std::string_view subprotocol = proto::chooseSubprotocol(request.protocols, server.subprotocols);
+    std::string response = proto::buildAcceptResponse(request.key, subprotocol, server.serverName);
+    uv_buf_t buf = makeBuf(response.data(), response.size());
+    writeBytes(&buf, 1);
+
+    request_ = std::make_unique<RequestInfo>();
+    request_->target = std::move(request.target);
+    request_->host = std::move(request.host);
+    request_->origin = std::move(request.origin);
+    request_->subprotocol = subprotocol;
+    request_->secure = server.mode == Server::SslMode::SecureMode;
+    request_->headers.reserve(request.headers.size());
+    for (auto& header : request.headers) {
+        request_->headers.emplace_back(std::move(header.name), std::move(header.value));
+    }
+    handshake_->rest.assign(reinterpret_cast<const char*>(rest), restSize);
+
+    unlink(); // the handshake deadline
+    phase_ = Phase::Pending;
+    // Nothing more is read until the application takes the connection.
+    updateReading();
+    server.pending.push_back(this);
+    if (server.newConnection) {
+        server.newConnection();
+    }
+}
+
+void Connection::refuse(Error error) {
+    std::string response = proto::buildErrorResponse(error, server_->serverName);
+    uv_buf_t buf = makeBuf(response.data(), response.size());
+    writeBytes(&buf, 1);
+    ServerState* server = server_;
+    server_ = nullptr;
+    handshake_.reset();
+    beginDrain(lingerTimeoutMs);
+    server->reportHandshakeError(error);
+}
+
+void Connection::onHandshakeDeadline(net::DeadlineEntry& entry, void*) {
+    auto& c = static_cast<Connection&>(entry);
+    Busy busy(c);
+    // RFC 7231 §6.5.7: 408 tells a client that is still there why it is dropped.
+    std::string response = proto::buildErrorResponse(Error::HandshakeTimeout,
+                                                     c.server_->serverName);
+    uv_buf_t buf = makeBuf(response.data(), response.size());
+    if (c.writing_ == nullptr && c.output_.empty()) {
+        uv_try_write(reinterpret_cast<uv_stream_t*>(&c.handle_), &buf, 1);
+    }
+    ServerState* server = c.server_;
+    c.server_ = nullptr;
+    c.closeHandle();
+    server->reportHandshakeError(Error::HandshakeTimeout);
+}
+
+void Connection::bind(WebSocket* socket) {
+    assert(phase_ == Phase::Pending);
+    socket_ = socket;
+    server_ = nullptr;
+    phase_ = Phase::Open;
+    // The bytes read past the request, and reading, wait for the next loop
+    // iteration so that the application can connect its callbacks first.
+    loop_.defer(this);
+}
+
+void Connection::runDeferred() {
+    Busy busy(*this);
+    if (handshake_ && !handshake_->rest.empty()) {
+        std::string rest = std::move(handshake_->rest);
+        handshake_.reset();
+        corked_ = true;
+        processInput(reinterpret_cast<std::uint8_t*>(rest.data()), rest.size());
+        corked_ = false;
+        flush();
+    }
+    handshake_.reset();
+    updateReading();
+}
+
+void Connection::dropFromServer() {
+    Busy busy(*this);
+    if (phase_ == Phase::Handshake) {
+        server_ = nullptr;
+        closeHandle();
+        return;
+    }
+    if (phase_ == Phase::Pending) {
+        server_ = nullptr;
+        phase_ = Phase::Open;
+        handshake_.reset();
+        closeInitiated_ = true;
+        protocol_.sendClose(static_cast<std::uint16_t>(CloseCode::CloseCodeGoingAway),
+                            "server closed");
+        beginDrain(lingerTimeoutMs);
+        flush();
+    }
+}
+
+void Connection::detach() {
+    socket_ = nullptr;
+    Busy busy(*this);
+    if (phase_ == Phase::Open && protocol_.state() == proto::Protocol::State::Open) {
+        closeInitiated_ = true;
+        protocol_.sendClose(static_cast<std::uint16_t>(CloseCode::CloseCodeGoingAway), {});
+        loop_.closeQueue.add(*this, lingerTimeoutMs);
+        flush();
+    }
+}
+
+std::size_t Connection::sendMessage(proto::MessageType type, std::string_view data,
+                                    std::size_t fragmentSize) {
+    if (phase_ != Phase::Open) {
+        return 0;
+    }
+    Busy busy(*this);
+    if (!protocol_.sendMessage(type, reinterpret_cast<const std::uint8_t*>(data.data()),
+                               data.size(), fragmentSize)) {
+        return 0;
+    }
+    return data.size();
+}
+
+void Connection::ping(std::string_view payload) {
+    if (phase_ != Phase::Open) {
+        return;
+    }
+    Busy busy(*this);
+    if (signals_) {
+        signals_->pingSentAt = uv_hrtime();
+    }
+    protocol_.sendPing(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size());
+}
+
+void Connection::close(CloseCode code, std::string_view reason) {
+    if (phase_ != Phase::Open || protocol_.state() != proto::Protocol::State::Open) {
+        return;
+    }
+    Busy busy(*this);
+    closeInitiated_ = true;
+    emitAboutToClose();
+    if (phase_ != Phase::Open || protocol_.state() != proto::Protocol::State::Open) {
+        return; // closed from inside aboutToClose
+    }
+    protocol_.sendClose(static_cast<std::uint16_t>(code), reason);
+    auto timeout = socket_ != nullptr ? socket_->closeTimeout().count() : 5000;
+    loop_.closeQueue.add(*this, static_cast<std::uint64_t>(timeout < 0 ? 0 : timeout));
+    emitStateChanged(SocketState::ClosingState);
+    flush();
+}
+
+void Connection::abort() {
+    Busy busy(*this);
+    closeHandle();
+}
+
+SocketState Connection::socketState() const noexcept {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return SocketState::UnconnectedState;
+    }
+    if (phase_ == Phase::Open && protocol_.state() == proto::Protocol::State::Open) {
+        return SocketState::ConnectedState;
+    }
+    return SocketState::ClosingState;
+}
+
+std::size_t Connection::bytesToWrite() const noexcept {
+    std::size_t queued = output_.size();
+    if (writing_ != nullptr) {
+        queued += writing_->data.size() - writing_->offset;
+    }
+    return queued;
+}
+
+void Connection::setReadingPaused(bool paused) {
+    readingPaused_ = paused;
+    updateReading();
+}
+
+const RequestInfo& Connection::request() const noexcept {
+    static const RequestInfo none;
+    return request_ ? *request_ : none;
+}
+
+bool Connection::address(bool peer, std::string& host, std::uint16_t& port) const {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return false;
+    }
+    sockaddr_storage storage{};
+    int length = sizeof storage;
+    auto* sa = reinterpret_cast<sockaddr*>(&storage);
+    int rc = peer ? uv_tcp_getpeername(&handle_, sa, &length)
+                  : uv_tcp_getsockname(&handle_, sa, &length);
+    if (rc < 0) {
+        return false;
+    }
+    char text[64] = {};
+    if (storage.ss_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+        uv_ip6_name(in6, text, sizeof text);
+        port = ntohs(in6->sin6_port);
+    } else {
+        auto* in4 = reinterpret_cast<sockaddr_in*>(&storage);
+        uv_ip4_name(in4, text, sizeof text);
+        port = ntohs(in4->sin_port);
+    }
+    host = text;
+    return true;
+}
+
+// Protocol events.
+
+SocketSignals& Connection::signals() {
+    if (!signals_) {
+        signals_ = std::make_unique<SocketSignals>();
+    }
+    return *signals_;
+}
+
+void Connection::updateFrameDelivery() noexcept {
+    protocol_.setDeliverFrames(signals_ && (signals_->textFrame || signals_->binaryFrame));
+}
+
+void Connection::emitStateChanged(SocketState state) {
+    if (socket_ != nullptr && signals_ && signals_->stateChanged) {
+        signals_->stateChanged(state);
+    }
+}
+
+void Connection::emitAboutToClose() {
+    if (socket_ != nullptr && signals_ && signals_->aboutToClose) {
+        signals_->aboutToClose();
+    }
+}
+
+void Connection::onMessage(proto::MessageType type, std::uint8_t* data, std::size_t size) {
+    auto& callback = type == proto::MessageType::Text ? textMessage : binaryMessage;
+    if (socket_ != nullptr && callback) {
+        callback(std::string_view(reinterpret_cast<const char*>(data), size));
+    }
+}
+
+void Connection::onFrame(proto::MessageType type, const std::uint8_t* data, std::size_t size,
+                         bool isLastFrame) {
+    if (socket_ == nullptr || !signals_) {
+        return;
+    }
+    auto& callback = type == proto::MessageType::Text ? signals_->textFrame : signals_->binaryFrame;
+    if (callback) {
+        callback(std::string_view(reinterpret_cast<const char*>(data), size), isLastFrame);
+    }
+}
+
+void Connection::onPing(const std::uint8_t* data, std::size_t size) {
+    if (socket_ != nullptr && signals_ && signals_->ping) {
+        signals_->ping(std::string_view(reinterpret_cast<const char*>(data), size));
+    }
+}
+
+void Connection::onPong(const std::uint8_t* data, std::size_t size) {
+    if (socket_ == nullptr || !signals_) {
+        return;
+    }
+    std::chrono::microseconds elapsed{0};
+    if (signals_->pingSentAt != 0) {
+        elapsed = std::chrono::microseconds((uv_hrtime() - signals_->pingSentAt) / 1000);
+        signals_->pingSentAt = 0;
+    }
+    if (signals_->pong) {
+        signals_->pong(elapsed, std::string_view(reinterpret_cast<const char*>(data), size));
+    }
+}
+
+void Connection::onClose(std::uint16_t code, std::string_view reason) {
+    if (socket_ != nullptr) {
+        socket_->closeCode_ = static_cast<CloseCode>(code);
+        socket_->closeReason_.assign(reason);
+    }
+    if (!closeInitiated_) {
+        emitAboutToClose();
+    }
+    emitStateChanged(SocketState::ClosingState);
+    beginDrain(lingerTimeoutMs);
+}
+
+void Connection::onFailure(Error error) {
+    setError(error);
+    beginDrain(lingerTimeoutMs);
+}
+
+void Connection::setError(Error error) {
+    if (socket_ == nullptr) {
+        return;
+    }
+    socket_->error_ = error;
+    auto code = closeCodeFor(error);
+    if (code != CloseCode::CloseCodeAbnormalDisconnection ||
+        socket_->closeCode_ == CloseCode::CloseCodeNormal) {
+        socket_->closeCode_ = code;
+    }
+    socket_->closeReason_ = make_error_code(error).message();
+    if (signals_ && signals_->error) {
+        signals_->error(make_error_code(error));
+    }
+}
+
+void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,
+                           const std::uint8_t* payload, std::size_t payloadSize) {
+    uv_buf_t bufs[2] = {makeBuf(header, headerSize), makeBuf(payload, payloadSize)};
+    writeBytes(bufs, payloadSize == 0 ? 1 : 2);
+}
+
+// Writes.
+
+void Connection::writeBytes(const uv_buf_t* bufs, unsigned count) {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return;
+    }
+    std::size_t total = 0;
+    for (unsigned i = 0; i < count; ++i) {
+        total += bufs[i].len;
+    }
+    bool direct = writing_ == nullptr && (!corked_ || total >= directWriteThreshold);
+    if (!direct) {
+        for (unsigned i = 0; i < count; ++i) {
+            output_.append(bufs[i].base, bufs[i].len);
+        }
+        return;
+    }
+    // uv_try_write first: most writes complete here and nothing is copied.
+    uv_buf_t all[3];
+    unsigned n = 0;
+    if (!output_.empty()) {
+        all[n++] = makeBuf(output_.data(), output_.size());
+    }
+    for (unsigned i = 0; i < count; ++i) {
+        all[n++] = bufs[i];
+    }
+    std::size_t queued = output_.size();
+    int rc = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), all, n);
+    if (rc < 0 && rc != UV_EAGAIN) {
+        failWrite(rc);
+        return;
+    }
+    std::size_t written = rc > 0 ? static_cast<std::size_t>(rc) : 0;
+    if (written >= queued) {
+        output_.clear();
+        std::size_t skip = written - queued;
+        for (unsigned i = 0; i < count; ++i) {
+            if (skip >= bufs[i].len) {
+                skip -= bufs[i].len;
+                continue;
+            }
+            output_.append(bufs[i].base + skip, bufs[i].len - skip);
+            skip = 0;
+        }
+    } else {
+        output_.erase(0, written);
+        for (unsigned i = 0; i < count; ++i) {
+            output_.append(bufs[i].base, bufs[i].len);
+        }
+    }
+    if (written > 0 && socket_ != nullptr && signals_ && signals_->bytesWritten) {
+        signals_->bytesWritten(written);
+    }
+    if (!output_.empty()) {
+        startWrite();
+    }
+}
+
+void Connection::flush() {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return;
+    }
+    if (writing_ == nullptr && !output_.empty()) {
+        uv_buf_t buf = makeBuf(output_.data(), output_.size());
+        int rc = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            failWrite(rc);
+            return;
+        }
+        if (rc > 0) {
+            auto written = static_cast<std::size_t>(rc);
+            if (written == output_.size()) {
+                output_.clear();
+                // Do not keep a large buffer on an idle connection.
+                if (output_.capacity() > directWriteThreshold) {
+                    std::string().swap(output_);
+                }
+            } else {
+                output_.erase(0, written);
+            }
+            if (socket_ != nullptr && signals_ && signals_->bytesWritten) {
+                signals_->bytesWritten(written);
+            }
+        }
+        if (!output_.empty()) {
+            startWrite();
+        }
+    }
+    if (draining_ && writing_ == nullptr && output_.empty() && !shutdownStarted_) {
+        startShutdown();
+    }
+}
+
+void Connection::startWrite() {
+    auto* op = new WriteOp;
+    op->data.swap(output_);
+    op->req.data = this;
+    uv_buf_t buf = makeBuf(op->data.data(), op->data.size());
+    int rc = uv_write(&op->req, reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1, onWritten);
+    if (rc < 0) {
+        delete op;
+        failWrite(rc);
+        return;
+    }
+    writing_ = op;
+}
+
+void Connection::onWritten(uv_write_t* req, int status) {
+    auto* c = static_cast<Connection*>(req->data);
+    Busy busy(*c);
+    WriteOp* op = c->writing_;
+    assert(&op->req == req);
+    c->writing_ = nullptr;
+    std::size_t written = op->data.size() - op->offset;
+    delete op;
+    if (status < 0) {
+        if (status != UV_ECANCELED) {
+            c->failWrite(status);
+        }
+        return;
+    }
+    if (c->socket_ != nullptr && c->signals_ && c->signals_->bytesWritten) {
+        c->signals_->bytesWritten(written);
+    }
+    c->flush();
+}
+
+void Connection::failWrite(int) {
+    output_.clear();
+    setError(Error::ConnectionReset);
+    closeHandle();
+}
+
+// Closing.
+
+void Connection::beginDrain(std::uint64_t timeoutMs) {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return;
+    }
+    draining_ = true;
+    if (phase_ != Phase::Open && phase_ != Phase::Draining) {
+        // A refused handshake has no protocol to keep reading through.
+        phase_ = Phase::Draining;
+    }
+    loop_.closeQueue.add(*this, timeoutMs);
+    updateReading();
+    if (!corked_) {
+        flush();
+    }
+}
+
+void Connection::startShutdown() {
+    shutdownStarted_ = true;
+    auto* req = new uv_shutdown_t;
+    req->data = this;
+    int rc = uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&handle_), onShutdown);
+    if (rc < 0) {
+        delete req;
+        closeHandle();
+        return;
+    }
+    ++busy_;
+}
+
+void Connection::onShutdown(uv_shutdown_t* req, int status) {
+    auto* c = static_cast<Connection*>(req->data);
+    delete req;
+    --c->busy_;
+    Busy busy(*c);
+    if (status < 0) {
+        c->closeHandle();
+    }
+    // Otherwise keep reading until the peer's FIN (onReadEnd) or the deadline,
+    // so that unread bytes do not turn our close into a reset.
+}
+
+void Connection::onReadEnd(int status) {
+    Busy busy(*this);
+    reading_ = false;
+    if (phase_ == Phase::Open && protocol_.state() != proto::Protocol::State::Closed) {
+        setError(status == UV_EOF ? Error::ClosedWithoutCloseFrame : Error::ConnectionReset);
+        if (socket_ != nullptr) {
+            socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
+        }
+    }
+    closeHandle();
+}
+
+void Connection::onCloseDeadline(net::DeadlineEntry& entry) {
+    auto& c = static_cast<Connection&>(entry);
+    Busy busy(c);
+    if (c.protocol_.state() == proto::Protocol::State::Closing) {
+        c.setError(Error::CloseTimeout);
+        if (c.socket_ != nullptr) {
+            c.socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
+        }
+    }
+    c.closeHandle();
+}
+
+void Connection::closeHandle() {
+    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return;
+    }
+    phase_ = Phase::HandleClosing;
+    unlink();
+    reading_ = false;
+    ++busy_; // released in onClosed
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle_), onClosed);
+}
+
+void Connection::onClosed(uv_handle_t* handle) {
+    auto* c = static_cast<Connection*>(handle->data);
+    --c->busy_;
+    Busy busy(*c);
+    c->phase_ = Phase::HandleClosed;
+    c->output_.clear();
+    c->emitStateChanged(SocketState::UnconnectedState);
+    if (c->socket_ != nullptr && c->signals_ && c->signals_->disconnected) {
+        c->signals_->disconnected();
+    }
+}
+
+void Connection::maybeFree() {
+    if (busy_ == 0 && phase_ == Phase::HandleClosed && socket_ == nullptr) {
+        delete this;
+    }
+}
+
+} // namespace wsgate::detail

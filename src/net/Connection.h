@@ -1,0 +1,168 @@
+// One accepted socket on the loop: its handshake, its protocol state, its
+// write queue and its close sequence. The public WebSocket is a separate
+// object that points here; this one lives until libuv is done with the
+// socket and the WebSocket is gone, whichever comes last.
+#pragma once
+
+#include "net/DeadlineQueue.h"
+#include "proto/Handshake.h"
+#include "proto/Protocol.h"
+#include "wsgate/WebSocket.h"
+
+#include <uv.h>
+
+#include <cstddef>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace wsgate::detail {
+
+struct LoopData;
+struct ServerState;
+
+/// Callbacks other than the two message ones, allocated by the first one
+/// connected so that a connection that uses none pays one pointer.
+struct SocketSignals {
+    std::function<void(std::string_view, bool)> textFrame;
+    std::function<void(std::string_view, bool)> binaryFrame;
+    std::function<void(std::chrono::microseconds, std::string_view)> pong;
+    std::function<void(std::string_view)> ping;
+    std::function<void()> disconnected;
+    std::function<void()> aboutToClose;
+    std::function<void(std::error_code)> error;
+    std::function<void(std::size_t)> bytesWritten;
+    std::function<void(SocketState)> stateChanged;
+    std::uint64_t pingSentAt = 0; // uv_hrtime() of the last ping()
+};
+
+/// The request of an accepted connection, kept for the WebSocket's getters.
+struct RequestInfo {
+    std::string target;
+    std::string host;
+    std::string origin;
+    std::string subprotocol;
+    WebSocket::HeaderList headers;
+    bool secure = false;
+};
+
+class Connection final : public net::DeadlineEntry, private proto::ProtocolHandler {
+public:
+    enum class Phase : std::uint8_t {
+        Handshake, ///< Reading the upgrade request (owned by its server).
+        Pending, ///< Accepted, waiting for nextPendingConnection (owned by its server).
+        Open, ///< Handed to a WebSocket.
+        Draining, ///< Closing: flushing, then FIN, then waiting for the peer's FIN.
+        HandleClosing, ///< uv_close called.
+        HandleClosed,
+    };
+
+    /// Accepts one connection from `listener`; false when there was none.
+    static int accept(ServerState& server, uv_stream_t* listener);
+    /// Adopts an accepted socket.
+    static int adopt(ServerState& server, int fd);
+
+    // From the server.
+    /// Takes a pending connection out of its server for `socket`.
+    void bind(WebSocket* socket);
+    /// The server closes: a handshake in progress is dropped, a pending
+    /// connection is closed with 1001.
+    void dropFromServer();
+    static void onHandshakeDeadline(net::DeadlineEntry& entry, void* context);
+
+    // From the WebSocket.
+    void detach();
+    std::size_t sendMessage(proto::MessageType type, std::string_view data,
+                            std::size_t fragmentSize);
+    void ping(std::string_view payload);
+    void close(CloseCode code, std::string_view reason);
+    void abort();
+    SocketState socketState() const noexcept;
+    std::size_t bytesToWrite() const noexcept;
+    void setReadingPaused(bool paused);
+    bool readingPaused() const noexcept { return readingPaused_; }
+    proto::Protocol& protocol() noexcept { return protocol_; }
+    const RequestInfo& request() const noexcept;
+    /// Peer (true) or local address and port.
+    bool address(bool peer, std::string& host, std::uint16_t& port) const;
+    SocketSignals& signals();
+    void updateFrameDelivery() noexcept;
+
+    /// The callbacks live here, not in the WebSocket: a callback may destroy
+    /// its WebSocket, and this object outlives the call.
+    std::function<void(std::string_view)> textMessage;
+    std::function<void(std::string_view)> binaryMessage;
+
+    // From the loop.
+    static void onCloseDeadline(net::DeadlineEntry& entry);
+    void runDeferred();
+
+private:
+    Connection(ServerState& server);
+    ~Connection();
+
+    class Busy;
+    struct HandshakeState;
+    struct WriteOp;
+
+    int start(std::uint64_t handshakeTimeoutMs);
+    static void onAlloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
+    static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+    static void onWritten(uv_write_t* req, int status);
+    static void onShutdown(uv_shutdown_t* req, int status);
+    static void onClosed(uv_handle_t* handle);
+
+    void onBytes(std::uint8_t* data, std::size_t size);
+    void onReadEnd(int status);
+    void processInput(std::uint8_t* data, std::size_t size);
+    void handshakeInput(std::uint8_t* data, std::size_t size);
+    void completeHandshake(const std::uint8_t* rest, std::size_t restSize);
+    void refuse(Error error);
+    void writeBytes(const uv_buf_t* bufs, unsigned count);
+    void flush();
+    void startWrite();
+    void failWrite(int status);
+    void beginDrain(std::uint64_t timeoutMs);
+    void startShutdown();
+    void closeHandle();
+    void setError(Error error);
+    void maybeFree();
+    void updateReading();
+    void emitStateChanged(SocketState state);
+    void emitAboutToClose();
+
+    // proto::ProtocolHandler
+    void onMessage(proto::MessageType type, std::uint8_t* data, std::size_t size) override;
+    void onFrame(proto::MessageType type, const std::uint8_t* data, std::size_t size,
+                 bool isLastFrame) override;
+    void onPing(const std::uint8_t* data, std::size_t size) override;
+    void onPong(const std::uint8_t* data, std::size_t size) override;
+    void onClose(std::uint16_t code, std::string_view reason) override;
+    void onFailure(Error error) override;
+    void sendFrame(const std::uint8_t* header, std::size_t headerSize, const std::uint8_t* payload,
+                   std::size_t payloadSize) override;
+
+    uv_tcp_t handle_;
+    LoopData& loop_;
+    ServerState* server_; // set while Handshake or Pending
+    WebSocket* socket_ = nullptr;
+    std::unique_ptr<HandshakeState> handshake_;
+    std::unique_ptr<RequestInfo> request_;
+    std::unique_ptr<SocketSignals> signals_;
+    proto::Protocol protocol_;
+    std::string output_; // bytes not yet handed to libuv
+    WriteOp* writing_ = nullptr; // the write libuv is doing
+    std::uint32_t busy_ = 0;
+    Phase phase_ = Phase::Handshake;
+    bool corked_ = false;
+    bool reading_ = false;
+    bool readingPaused_ = false;
+    bool draining_ = false;
+    bool shutdownStarted_ = false;
+    bool closeInitiated_ = false; // we sent the first close frame
+};
+
+} // namespace wsgate::detail

@@ -1,0 +1,47 @@
+// What the connections of one loop share: the loop, one read buffer, the
+// close-deadline queue and the queue of work deferred to the next iteration.
+#pragma once
+
+#include "net/DeadlineQueue.h"
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace wsgate::detail {
+
+class Connection;
+
+struct LoopData {
+    /// Every read on the loop lands here; a connection keeps only the partial
+    /// frame it needs (DESIGN.md, the hot path).
+    static constexpr std::size_t readBufferSize = 64 * 1024;
+
+    explicit LoopData(uv_loop_t* existing);
+    ~LoopData();
+    LoopData(const LoopData&) = delete;
+    LoopData& operator=(const LoopData&) = delete;
+
+    /// Runs Connection::runDeferred on the next loop iteration.
+    void defer(Connection* connection);
+    /// Forgets a connection that is being freed.
+    void cancelDeferred(Connection* connection) noexcept;
+
+    std::unique_ptr<uv_loop_t> ownedLoop; // before `loop`, which may point into it
+    uv_loop_t* loop = nullptr;
+    std::unique_ptr<std::uint8_t[]> readBuffer;
+    /// Connections waiting for a peer's close frame, FIN or a flush.
+    net::DeadlineQueue closeQueue;
+    uv_idle_t deferIdle;
+    std::vector<Connection*> deferred;
+    std::vector<Connection*>* deferredRunning = nullptr; // the batch being run
+    bool stopped = false;
+
+private:
+    static void onDeferIdle(uv_idle_t* idle);
+};
+
+} // namespace wsgate::detail
