@@ -30,8 +30,10 @@ struct HttpHeader {
 struct HandshakeRequest {
     std::string target; ///< The request-target as sent: path and query.
     std::string host;   ///< The Host header.
-    std::string origin; ///< The Origin header, empty when absent.
-    std::string key;    ///< Sec-WebSocket-Key, trimmed.
+    /// The Origin header, or the Sec-WebSocket-Origin of drafts 8 to 10 when
+    /// Origin is absent; empty when both are.
+    std::string origin;
+    std::string key; ///< Sec-WebSocket-Key, trimmed.
     /// Sec-WebSocket-Protocol tokens in the client's order, gathered from one
     /// header or several.
     std::vector<std::string> protocols;
