@@ -19,6 +19,7 @@ enum class MessageType : std::uint8_t { Text, Binary };
 
 /// Incoming limits. A frame or message over its limit fails the connection
 /// with 1009 as soon as its header announces it, before anything is kept.
+/// They apply to data frames; control frames are capped at 125 bytes (§5.5).
 struct ProtocolLimits {
     std::uint64_t maxFrameSize = 16 * 1024 * 1024;
     std::uint64_t maxMessageSize = 16 * 1024 * 1024;
@@ -37,7 +38,8 @@ public:
     /// before onMessage for the frame that ends a message.
     virtual void onFrame(MessageType type, const std::uint8_t* data, std::size_t size,
                          bool isLastFrame) = 0;
-    /// A ping from the peer; the pong has already been sent.
+    /// A ping from the peer; the pong has already been sent, unless we had
+    /// sent a close frame (nothing follows a close frame, §5.5.1).
     virtual void onPing(const std::uint8_t* data, std::size_t size) = 0;
     virtual void onPong(const std::uint8_t* data, std::size_t size) = 0;
     /// The peer's valid close frame. `code` is 1005 when it carried none. If
@@ -63,9 +65,9 @@ protected:
 class Protocol {
 public:
     enum class State : std::uint8_t {
-        Open, ///< Both directions open.
+        Open,    ///< Both directions open.
         Closing, ///< We sent a close frame and wait for the peer's (closeExpected()).
-        Closed, ///< Close frames exchanged, or the connection failed.
+        Closed,  ///< Close frames exchanged, or the connection failed.
     };
 
     Protocol(ProtocolHandler& handler, ProtocolLimits limits) noexcept;
@@ -100,7 +102,9 @@ public:
     void setLimits(ProtocolLimits limits) noexcept { limits_ = limits; }
     const ProtocolLimits& limits() const noexcept { return limits_; }
     /// Set once an extension that owns RSV1 (permessage-deflate) has been
-    /// negotiated; without it RSV1 fails the connection.
+    /// negotiated; without it RSV1 fails the connection. The payload of a
+    /// message whose first frame has RSV1 is passed on as received, without
+    /// UTF-8 validation: that belongs after inflating.
     void setRsv1Allowed(bool on) noexcept { rsv1Allowed_ = on; }
 
 private:
@@ -124,16 +128,16 @@ private:
     std::string message_;
     std::string closeReason_;
     std::uint64_t frameLength_ = 0; // payload length of a frame split across reads
-    std::uint64_t remaining_ = 0; // its payload bytes still to come
+    std::uint64_t remaining_ = 0;   // its payload bytes still to come
     // A partial frame header. While a frame's payload spans reads, bytes
     // 10-13 hold its masking key instead.
     std::uint8_t header_[maxFrameHeaderSize] = {};
     std::uint16_t closeCode_ = 0;
     Utf8Validator utf8_;
-    std::uint8_t headerSize_ = 0; // bytes of a partial header held in header_
+    std::uint8_t headerSize_ = 0;               // bytes of a partial header held in header_
     Opcode frameOpcode_ = Opcode::Continuation; // of a frame split across reads
     State state_ = State::Open;
-    bool frameFin_ : 1 = false; // of a frame split across reads
+    bool frameFin_ : 1 = false;  // of a frame split across reads
     bool inMessage_ : 1 = false; // a data message has begun and not yet ended
     bool messageText_ : 1 = false;
     bool messageCompressed_ : 1 = false; // its first frame had RSV1
