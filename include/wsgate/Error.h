@@ -12,19 +12,19 @@ namespace wsgate {
 /// for it and httpStatusFor() the status a refused handshake is answered with.
 enum class Error {
     // Opening handshake (RFC 6455 §4.2.1), answered with an HTTP status.
-    MalformedRequest = 1,   ///< Not a parseable HTTP/1.1 request (400).
-    MethodNotGet,           ///< The method is not GET (405).
-    BadHttpVersion,         ///< The version is below HTTP/1.1 (400).
-    MissingHost,            ///< No Host header (400).
-    MissingUpgrade,         ///< No `Upgrade: websocket` (426).
-    MissingConnectionUpgrade, ///< `Connection` lacks the `upgrade` token (400).
-    BadKey,                 ///< Sec-WebSocket-Key is not base64 of 16 bytes (400).
-    UnsupportedVersion,     ///< Sec-WebSocket-Version is not 13 (426).
-    RequestHasBody,         ///< The upgrade request carries a body (400).
-    HeadersTooLarge,        ///< The request's headers pass the limit (431).
-    OriginRefused,          ///< The origin was refused by the application (403).
+    MalformedRequest = 1,      ///< Not a parseable HTTP/1.1 request (400).
+    MethodNotGet,              ///< The method is not GET (405).
+    BadHttpVersion,            ///< The version is below HTTP/1.1 (400).
+    MissingHost,               ///< No Host header (400).
+    MissingUpgrade,            ///< No `Upgrade: websocket` (426).
+    MissingConnectionUpgrade,  ///< `Connection` lacks the `upgrade` token (400).
+    BadKey,                    ///< Sec-WebSocket-Key is not base64 of 16 bytes (400).
+    UnsupportedVersion,        ///< Sec-WebSocket-Version is not 13 (426).
+    RequestHasBody,            ///< The upgrade request carries a body (400).
+    HeadersTooLarge,           ///< The request's headers pass the limit (431).
+    OriginRefused,             ///< The origin was refused by the application (403).
     TooManyPendingConnections, ///< The pending queue is full (503).
-    HandshakeTimeout,       ///< The handshake did not finish in time (408).
+    HandshakeTimeout,          ///< The handshake did not finish in time (408).
 
     // Frames and messages (RFC 6455 §5), answered with a close code.
     ReservedBitsSet,        ///< RSV1–3 set without an extension that owns them (1002).
@@ -45,13 +45,13 @@ enum class Error {
     InflateFailed,          ///< Compressed data that does not inflate (1007).
 
     // The connection.
-    ConnectionReset,        ///< The TCP connection failed or was reset (1006).
+    ConnectionReset,         ///< The TCP connection failed or was reset (1006).
     ClosedWithoutCloseFrame, ///< The peer closed TCP without a close frame (1006).
-    CloseTimeout,           ///< The peer did not answer our close frame in time (1006).
-    SlowConsumer,           ///< The peer reads too slowly; its output passed the limit (1008).
-    TlsHandshakeFailed,     ///< The TLS handshake failed (1015).
-    TlsError,               ///< A TLS record failed after the handshake (1006).
-    OperationNotPermitted,  ///< The call is not allowed in the current state.
+    CloseTimeout,            ///< The peer did not answer our close frame in time (1006).
+    SlowConsumer,            ///< The peer reads too slowly; its output passed the limit (1008).
+    TlsHandshakeFailed,      ///< The TLS handshake failed (1015).
+    TlsError,                ///< A TLS record failed after the handshake (1006).
+    OperationNotPermitted,   ///< The call is not allowed in the current state.
 };
 
 /// Conditions that group the errors: every handshake error compares equal to

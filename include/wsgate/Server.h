@@ -36,7 +36,7 @@ struct ServerState;
 class Server {
 public:
     enum class SslMode {
-        SecureMode, ///< wss://; needs an SslConfiguration.
+        SecureMode,    ///< wss://; needs an SslConfiguration.
         NonSecureMode, ///< ws://
     };
 
@@ -87,9 +87,7 @@ public:
         setHandshakeTimeout(std::chrono::milliseconds(milliseconds));
     }
     std::chrono::milliseconds handshakeTimeout() const noexcept;
-    int handshakeTimeoutMS() const noexcept {
-        return static_cast<int>(handshakeTimeout().count());
-    }
+    int handshakeTimeoutMS() const noexcept { return static_cast<int>(handshakeTimeout().count()); }
 
     /// The subprotocols the server speaks; each handshake gets the first of
     /// the client's offers that is in this list.

@@ -28,12 +28,10 @@ uv_loop_t* makeLoop(std::unique_ptr<uv_loop_t>& owned) {
 
 LoopData::LoopData(uv_loop_t* existing)
     : loop(existing != nullptr ? existing : makeLoop(ownedLoop)),
-      readBuffer(new std::uint8_t[readBufferSize]), closeQueue(
-                                                        loop,
-                                                        [](net::DeadlineEntry& entry, void*) {
-                                                            Connection::onCloseDeadline(entry);
-                                                        },
-                                                        nullptr) {
+      readBuffer(new std::uint8_t[readBufferSize]),
+      closeQueue(
+          loop, [](net::DeadlineEntry& entry, void*) { Connection::onCloseDeadline(entry); },
+          nullptr) {
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
 }
@@ -100,10 +98,12 @@ struct SingleShot {
 
 } // namespace
 
-EventLoop::EventLoop() : data_(std::make_unique<detail::LoopData>(nullptr)) {}
+EventLoop::EventLoop() : data_(std::make_unique<detail::LoopData>(nullptr)) {
+}
 
 EventLoop::EventLoop(void* uvLoop)
-    : data_(std::make_unique<detail::LoopData>(static_cast<uv_loop_t*>(uvLoop))) {}
+    : data_(std::make_unique<detail::LoopData>(static_cast<uv_loop_t*>(uvLoop))) {
+}
 
 EventLoop::~EventLoop() = default;
 
@@ -132,9 +132,8 @@ void EventLoop::singleShot(std::chrono::milliseconds delay, std::function<void()
         [](uv_timer_t* timer) {
             auto* fired = static_cast<SingleShot*>(timer->data);
             auto callback = std::move(fired->callback);
-            uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* handle) {
-                delete static_cast<SingleShot*>(handle->data);
-            });
+            uv_close(reinterpret_cast<uv_handle_t*>(timer),
+                     [](uv_handle_t* handle) { delete static_cast<SingleShot*>(handle->data); });
             if (callback) {
                 callback();
             }

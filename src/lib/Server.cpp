@@ -4,10 +4,9 @@
 #include "net/Connection.h"
 #include "net/LoopData.h"
 
-#include <uv.h>
-
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include <climits>
 
@@ -125,7 +124,8 @@ using detail::Connection;
 using detail::ServerState;
 
 Server::Server(std::string serverName, SslMode secureMode, EventLoop& loop)
-    : state_(std::make_unique<ServerState>(std::move(serverName), secureMode, loop.data())) {}
+    : state_(std::make_unique<ServerState>(std::move(serverName), secureMode, loop.data())) {
+}
 
 Server::~Server() {
     close();
@@ -201,8 +201,7 @@ std::string Server::serverAddress() const {
     }
     sockaddr_storage storage{};
     int length = sizeof storage;
-    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) <
-        0) {
+    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) < 0) {
         return {};
     }
     char text[64] = {};
@@ -220,8 +219,7 @@ std::uint16_t Server::serverPort() const {
     }
     sockaddr_storage storage{};
     int length = sizeof storage;
-    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) <
-        0) {
+    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) < 0) {
         return 0;
     }
     if (storage.ss_family == AF_INET6) {

@@ -33,7 +33,7 @@ struct ServerState {
     static void onHandleClosed(uv_handle_t* handle);
 
     LoopData& loop;
-    uv_tcp_t* listener = nullptr; // one per listen(), freed by its close callback
+    uv_tcp_t* listener = nullptr;  // one per listen(), freed by its close callback
     net::DeadlineQueue handshakes; // connections in their handshake, by deadline
     std::deque<Connection*> pending;
     std::string serverName;

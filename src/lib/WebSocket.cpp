@@ -9,7 +9,8 @@ namespace wsgate {
 
 using detail::Connection;
 
-WebSocket::WebSocket(Connection* connection) : connection_(connection) {}
+WebSocket::WebSocket(Connection* connection) : connection_(connection) {
+}
 
 WebSocket::~WebSocket() {
     connection_->detach();

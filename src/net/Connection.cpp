@@ -3,10 +3,9 @@
 #include "lib/ServerState.h"
 #include "net/LoopData.h"
 
-#include <uv.h>
-
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include <cassert>
 #include <cstring>
@@ -81,9 +80,8 @@ int Connection::accept(ServerState& server, uv_stream_t* listener) {
         c->closeHandle();
         return rc;
     }
-    return c->start(static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0
-                                                   ? -1
-                                                   : server.handshakeTimeoutMs));
+    return c->start(
+        static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs));
 }
 
 int Connection::adopt(ServerState& server, int fd) {
@@ -99,9 +97,8 @@ int Connection::adopt(ServerState& server, int fd) {
         c->closeHandle();
         return rc;
     }
-    return c->start(static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0
-                                                   ? -1
-                                                   : server.handshakeTimeoutMs));
+    return c->start(
+        static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs));
 }
 
 int Connection::start(std::uint64_t handshakeTimeoutMs) {
@@ -249,8 +246,8 @@ void Connection::onHandshakeDeadline(net::DeadlineEntry& entry, void*) {
     auto& c = static_cast<Connection&>(entry);
     Busy busy(c);
     // RFC 7231 §6.5.7: 408 tells a client that is still there why it is dropped.
-    std::string response = proto::buildErrorResponse(Error::HandshakeTimeout,
-                                                     c.server_->serverName);
+    std::string response =
+        proto::buildErrorResponse(Error::HandshakeTimeout, c.server_->serverName);
     uv_buf_t buf = makeBuf(response.data(), response.size());
     if (c.writing_ == nullptr && c.output_.empty()) {
         uv_try_write(reinterpret_cast<uv_stream_t*>(&c.handle_), &buf, 1);

@@ -11,8 +11,8 @@
 
 #include <uv.h>
 
-#include <cstddef>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,10 +52,10 @@ struct RequestInfo {
 class Connection final : public net::DeadlineEntry, private proto::ProtocolHandler {
 public:
     enum class Phase : std::uint8_t {
-        Handshake, ///< Reading the upgrade request (owned by its server).
-        Pending, ///< Accepted, waiting for nextPendingConnection (owned by its server).
-        Open, ///< Handed to a WebSocket.
-        Draining, ///< Closing: flushing, then FIN, then waiting for the peer's FIN.
+        Handshake,     ///< Reading the upgrade request (owned by its server).
+        Pending,       ///< Accepted, waiting for nextPendingConnection (owned by its server).
+        Open,          ///< Handed to a WebSocket.
+        Draining,      ///< Closing: flushing, then FIN, then waiting for the peer's FIN.
         HandleClosing, ///< uv_close called.
         HandleClosed,
     };
@@ -153,7 +153,7 @@ private:
     std::unique_ptr<RequestInfo> request_;
     std::unique_ptr<SocketSignals> signals_;
     proto::Protocol protocol_;
-    std::string output_; // bytes not yet handed to libuv
+    std::string output_;         // bytes not yet handed to libuv
     WriteOp* writing_ = nullptr; // the write libuv is doing
     std::uint32_t busy_ = 0;
     Phase phase_ = Phase::Handshake;
