@@ -1,0 +1,150 @@
+// The load generator's event loop: one thread, epoll, non-blocking sockets.
+#pragma once
+
+#include "Options.h"
+#include "Protocol.h"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace wsgate::bench {
+
+class LoadGen {
+public:
+    explicit LoadGen(const Options& options);
+    ~LoadGen();
+    LoadGen(const LoadGen&) = delete;
+    LoadGen& operator=(const LoadGen&) = delete;
+
+    // Runs the mode to the end, prints the result line; returns the exit status.
+    int run();
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    enum class Phase { Setup, Warmup, Measure, Hold, Closing, Done };
+    // AwaitingEof: both close frames have crossed and the server is expected
+    // to close TCP first (RFC 6455 §7.1.1).
+    enum class State { Unused, Connecting, Handshaking, Open, Closing, AwaitingEof };
+
+    struct Connection {
+        int fd = -1;
+        std::uint32_t index = 0;
+        // Bumped whenever the fd is closed, so that events still queued for
+        // the old socket are recognised and dropped.
+        std::uint32_t generation = 0;
+        State state = State::Unused;
+        bool closeSent = false;
+        HandshakeKey handshake;
+        std::string response;
+        FrameReaderState reader;
+        ByteBuffer out;
+        std::uint64_t sent = 0;
+        std::uint64_t received = 0;
+        std::uint64_t messageOffset = 0;
+        Clock::time_point deadline;
+    };
+
+    // The numbers that the measured window is the difference of.
+    struct Snapshot {
+        Clock::time_point time;
+        std::uint64_t messages = 0;
+        std::uint64_t bytes = 0;
+        std::uint64_t handshakes = 0;
+        std::optional<std::uint64_t> serverTicks;
+        double ownCpuSeconds = 0;
+    };
+
+    class FrameSink;
+    friend class FrameSink;
+
+    bool setUp();
+    void loop();
+    void advance(Clock::time_point now);
+    void scanDeadlines(Clock::time_point now);
+    void beginMeasure(Clock::time_point now);
+    void beginClosing(Clock::time_point now);
+    void startSetupConnections();
+    void startSending();
+    Snapshot snapshot(Clock::time_point now) const;
+
+    bool startConnection(Connection& conn);
+    void onEvent(Connection& conn, std::uint32_t events);
+    void onConnected(Connection& conn);
+    bool readAvailable(Connection& conn, bool peerClosed);
+    bool onHandshakeBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
+    bool onFrameBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
+    void onOpen(Connection& conn);
+    bool onServerClose(Connection& conn, const std::uint8_t* payload, std::size_t length);
+    void finishClose(Connection& conn);
+    void onStdin();
+
+    void queueMessage(Connection& conn);
+    void queueClose(Connection& conn);
+    void commit(Connection& conn);
+    void sendBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
+    void flushOut(Connection& conn);
+
+    void closeTcp(Connection& conn);
+    void fail(Connection& conn, const std::string& why);
+    void verifyFailed(Connection& conn, const std::string& what);
+    void abortRun(const std::string& why);
+    bool alive(const Connection& conn, std::uint32_t generation) const {
+        return conn.generation == generation && conn.fd >= 0;
+    }
+    bool sending() const;
+    void logError(const std::string& message);
+
+    bool succeeded() const;
+    void printResult();
+
+    Options options_;
+    int epoll_ = -1;
+    bool stdinWatched_ = false;
+    Random random_;
+    std::uint8_t opcode_;
+    // Echo payloads are slices of this random block, at an offset that
+    // depends on the connection and the sequence number, so that a lost,
+    // repeated or reordered echo shows as a byte mismatch.
+    std::vector<std::uint8_t> pattern_;
+    std::vector<Connection> connections_;
+    std::vector<std::uint8_t> readBuffer_;
+    // Frames for the connection being served, sent as one write.
+    ByteBuffer tx_;
+
+    Phase phase_ = Phase::Setup;
+    Clock::time_point runStart_;
+    Clock::time_point phaseDeadline_;
+    Clock::time_point nextScan_;
+    bool holdReleased_ = false;
+    bool measureDone_ = false;
+    bool aborted_ = false;
+    std::string abortReason_;
+
+    int started_ = 0;
+    int open_ = 0;
+    int inHandshake_ = 0;
+    int active_ = 0;
+    std::uint32_t sourceCounter_ = 0;
+
+    std::uint64_t messages_ = 0;
+    std::uint64_t bytes_ = 0;
+    std::uint64_t handshakes_ = 0;
+    std::uint64_t errors_ = 0;
+    std::uint64_t verifyFailures_ = 0;
+    std::uint64_t closeFailures_ = 0;
+    std::uint64_t errorsLogged_ = 0;
+
+    double setupSeconds_ = 0;
+    Snapshot windowStart_;
+    Snapshot windowEnd_;
+    bool measured_ = false;
+    std::optional<std::uint64_t> rssBeforeKib_;
+    std::optional<std::uint64_t> rssReadyKib_;
+    std::optional<std::uint64_t> rssHeldKib_;
+};
+
+} // namespace wsgate::bench
