@@ -23,6 +23,9 @@ struct Options {
     std::vector<std::string> subprotocols;
     long handshakeTimeoutMs = -2; // -2: the library's default
     std::string serverName = "wsgate-echo";
+    std::string certificateFile;
+    std::string keyFile;
+    std::string clientCaFile;
     bool quiet = false;
 };
 
@@ -30,13 +33,16 @@ void usage(const char* program) {
     std::fprintf(stderr,
                  "usage: %s [--address ADDR] [--port N] [--max-message BYTES]\n"
                  "          [--subprotocols a,b] [--handshake-timeout MS] [--server-name NAME]\n"
-                 "          [--quiet]\n"
+                 "          [--cert FILE --key FILE [--client-ca FILE]] [--quiet]\n"
                  "  --address ADDR         listen address (default 127.0.0.1; '' for any)\n"
                  "  --port N               port, 0 picks a free one (default 1234)\n"
                  "  --max-message BYTES    largest incoming frame and message (default 16 MiB)\n"
                  "  --subprotocols a,b     subprotocols spoken, in preference order\n"
                  "  --handshake-timeout MS deadline for a handshake (default 10000; <0 none)\n"
                  "  --server-name NAME     value of the Server header ('' for none)\n"
+                 "  --cert FILE            serve wss:// with this PEM certificate chain\n"
+                 "  --key FILE             and this PEM private key\n"
+                 "  --client-ca FILE       require client certificates signed by these CAs\n"
                  "  --quiet                no line per connection\n",
                  program);
 }
@@ -73,6 +79,12 @@ bool parseOptions(int argc, char** argv, Options& options) {
         } else if (arg == "--handshake-timeout" &&
                    parseNumber(value, -1, 24LL * 3600 * 1000, number)) {
             options.handshakeTimeoutMs = static_cast<long>(number);
+        } else if (arg == "--cert") {
+            options.certificateFile = value;
+        } else if (arg == "--key") {
+            options.keyFile = value;
+        } else if (arg == "--client-ca") {
+            options.clientCaFile = value;
         } else if (arg == "--server-name") {
             options.serverName = value;
         } else if (arg == "--subprotocols") {
@@ -107,8 +119,42 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGPIPE, SIG_IGN);
 
+    if (options.certificateFile.empty() != options.keyFile.empty() ||
+        (!options.clientCaFile.empty() && options.certificateFile.empty())) {
+        std::fprintf(stderr,
+                     "echo-server: --cert and --key go together (and --client-ca with them)\n");
+        return 2;
+    }
+    bool secure = !options.certificateFile.empty();
+
     wsgate::EventLoop loop;
-    wsgate::Server server(options.serverName, wsgate::Server::SslMode::NonSecureMode, loop);
+    wsgate::Server server(options.serverName,
+                          secure ? wsgate::Server::SslMode::SecureMode
+                                 : wsgate::Server::SslMode::NonSecureMode,
+                          loop);
+    if (secure) {
+        wsgate::SslConfiguration ssl;
+        bool loaded = ssl.setLocalCertificateChainFromFile(options.certificateFile) &&
+                      ssl.setPrivateKeyFromFile(options.keyFile);
+        if (loaded && !options.clientCaFile.empty()) {
+            loaded = ssl.setCaCertificatesFromFile(options.clientCaFile);
+            ssl.setPeerVerifyMode(wsgate::SslConfiguration::PeerVerifyMode::VerifyPeer);
+        }
+        if (!loaded) {
+            std::fprintf(stderr, "echo-server: %s\n", ssl.errorString().c_str());
+            return 1;
+        }
+        if (!server.setSslConfiguration(ssl)) {
+            std::fprintf(stderr, "echo-server: %s\n", server.errorString().c_str());
+            return 1;
+        }
+        server.onPeerVerifyError([&](const wsgate::ClientInfo& client, const wsgate::SslError& e) {
+            if (!options.quiet) {
+                std::fprintf(stderr, "client %s:%u: %s\n", client.address.c_str(), client.port,
+                             e.errorString().c_str());
+            }
+        });
+    }
     if (options.maxMessage != 0) {
         server.setMaxAllowedIncomingFrameSize(options.maxMessage);
         server.setMaxAllowedIncomingMessageSize(options.maxMessage);

@@ -1,9 +1,13 @@
 // QWebSocketServer for modern C++ on libuv.
 #pragma once
 
+#include "wsgate/ClientInfo.h"
 #include "wsgate/CloseCode.h"
 #include "wsgate/CorsAuthenticator.h"
 #include "wsgate/EventLoop.h"
+#include "wsgate/PreSharedKeyAuthenticator.h"
+#include "wsgate/SslConfiguration.h"
+#include "wsgate/SslError.h"
 #include "wsgate/WebSocket.h"
 
 #include <chrono>
@@ -115,6 +119,14 @@ public:
     /// owns from then on, under the same rules and timeout as accepted ones.
     bool handleConnection(int fd);
 
+    /// The TLS settings of a SecureMode server, checked at once: false, with
+    /// the reason in errorString(), when they cannot serve (a key that does
+    /// not match its certificate, no usable cipher suite, VerifyPeer without
+    /// CA certificates…). Applies to new connections. listen() in SecureMode
+    /// fails until a configuration is set.
+    bool setSslConfiguration(const SslConfiguration& configuration);
+    SslConfiguration sslConfiguration() const;
+
     /// The last error as Qt reports it, and its text.
     CloseCode error() const noexcept;
     std::string errorString() const;
@@ -127,8 +139,33 @@ public:
     void onNewConnection(std::function<void()> f);
     /// Asked during each handshake; all origins are allowed when unconnected.
     void onOriginAuthenticationRequired(std::function<void(CorsAuthenticator& authenticator)> f);
-    /// A handshake failed (bad request, refused origin, timeout, queue full).
+    /// A handshake failed (bad request, refused origin, timeout, queue full,
+    /// failed TLS handshake: CloseCodeTlsHandshakeFailed).
     void onServerError(std::function<void(CloseCode closeCode)> f);
+
+    // TLS signals (SecureMode). Unlike Qt's, each names its client. They fire
+    // during a connection's handshake, before it is pending.
+    /// VerifyPeer: one problem with the client's certificate, as found,
+    /// before onSslErrors.
+    void onPeerVerifyError(std::function<void(const ClientInfo& client, const SslError& error)> f);
+    /// VerifyPeer: every problem, once the TLS handshake is done. Return true
+    /// to ignore them (Qt's ignoreSslErrors) and go on; false, or no callback,
+    /// drops the connection.
+    void onSslErrors(
+        std::function<bool(const ClientInfo& client, const std::vector<SslError>& errors)> f);
+    /// With SslConfiguration::setHandshakeMustInterruptOnError: the first
+    /// problem found, mid-handshake. Return true to continue (Qt's
+    /// continueInterruptedHandshake); false, or no callback, stops it.
+    void onHandshakeInterruptedOnError(
+        std::function<bool(const ClientInfo& client, const SslError& error)> f);
+    /// A client negotiates a PSK suite: set the key for its identity, or leave
+    /// it empty to refuse the client.
+    void onPreSharedKeyAuthenticationRequired(
+        std::function<void(const ClientInfo& client, PreSharedKeyAuthenticator& authenticator)> f);
+    /// TLS alerts received from and sent to a client, as far as mbedTLS 2.28
+    /// shows them (docs/tls.md).
+    void onAlertReceived(std::function<void(const ClientInfo& client, const SslAlert& alert)> f);
+    void onAlertSent(std::function<void(const ClientInfo& client, const SslAlert& alert)> f);
 
 private:
     friend class detail::Connection;

@@ -3,12 +3,14 @@
 
 #include "wsgate/CloseCode.h"
 #include "wsgate/Error.h"
+#include "wsgate/SslCertificate.h"
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -97,6 +99,21 @@ public:
     std::uint16_t peerPort() const;
     std::string localAddress() const;
     std::uint16_t localPort() const;
+
+    /// True for a wss:// connection.
+    bool isSecure() const noexcept;
+    /// The client's certificate, when it sent one (wss:// only).
+    std::optional<SslCertificate> peerCertificate() const;
+    /// The TLS version ("TLSv1.2") and mbedTLS's name of the cipher suite;
+    /// empty for ws://.
+    std::string sslProtocol() const;
+    std::string sslCipher() const;
+    /// The name the client asked for by SNI, empty when none.
+    std::string sslServerName() const;
+    /// The ALPN protocol chosen, empty when none.
+    std::string sslNextProtocol() const;
+    /// Whether the client resumed an earlier TLS session with a ticket.
+    bool sslSessionResumed() const noexcept;
 
     /// Bytes queued for the socket and not yet written.
     std::size_t bytesToWrite() const noexcept;

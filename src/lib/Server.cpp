@@ -44,6 +44,9 @@ void ServerState::reportHandshakeError(Error e) {
     case Error::TooManyPendingConnections:
     case Error::HandshakeTimeout:
         break;
+    case Error::TlsHandshakeFailed:
+        code = CloseCode::CloseCodeTlsHandshakeFailed;
+        break;
     default:
         code = CloseCode::CloseCodeProtocolError;
         break;
@@ -136,6 +139,11 @@ bool Server::listen(const std::string& address, std::uint16_t port) {
     ServerState& s = *state_;
     if (s.listener != nullptr) {
         s.setError(CloseCode::CloseCodeAbnormalDisconnection, "already listening");
+        return false;
+    }
+    if (s.mode == SslMode::SecureMode && !s.tls) {
+        s.setError(CloseCode::CloseCodeAbnormalDisconnection,
+                   "SecureMode needs an SslConfiguration (setSslConfiguration)");
         return false;
     }
     sockaddr_storage storage{};
@@ -380,6 +388,22 @@ bool Server::handleConnection(int fd) {
     return true;
 }
 
+bool Server::setSslConfiguration(const SslConfiguration& configuration) {
+    std::string why;
+    auto context = net::TlsContext::create(configuration, why);
+    if (!context) {
+        state_->setError(CloseCode::CloseCodeTlsHandshakeFailed, "SSL configuration: " + why);
+        return false;
+    }
+    state_->tls = std::move(context);
+    state_->sslConfiguration = configuration;
+    return true;
+}
+
+SslConfiguration Server::sslConfiguration() const {
+    return state_->sslConfiguration;
+}
+
 CloseCode Server::error() const noexcept {
     return state_->error;
 }
@@ -406,6 +430,32 @@ void Server::onOriginAuthenticationRequired(std::function<void(CorsAuthenticator
 
 void Server::onServerError(std::function<void(CloseCode)> f) {
     state_->serverError = std::move(f);
+}
+
+void Server::onPeerVerifyError(std::function<void(const ClientInfo&, const SslError&)> f) {
+    state_->peerVerifyError = std::move(f);
+}
+
+void Server::onSslErrors(std::function<bool(const ClientInfo&, const std::vector<SslError>&)> f) {
+    state_->sslErrors = std::move(f);
+}
+
+void Server::onHandshakeInterruptedOnError(
+    std::function<bool(const ClientInfo&, const SslError&)> f) {
+    state_->handshakeInterruptedOnError = std::move(f);
+}
+
+void Server::onPreSharedKeyAuthenticationRequired(
+    std::function<void(const ClientInfo&, PreSharedKeyAuthenticator&)> f) {
+    state_->preSharedKeyAuthenticationRequired = std::move(f);
+}
+
+void Server::onAlertReceived(std::function<void(const ClientInfo&, const SslAlert&)> f) {
+    state_->alertReceived = std::move(f);
+}
+
+void Server::onAlertSent(std::function<void(const ClientInfo&, const SslAlert&)> f) {
+    state_->alertSent = std::move(f);
 }
 
 } // namespace wsgate

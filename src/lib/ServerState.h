@@ -5,6 +5,7 @@
 #include "net/Connection.h"
 #include "net/DeadlineQueue.h"
 #include "net/LoopData.h"
+#include "net/TlsContext.h"
 #include "proto/Handshake.h"
 #include "proto/Protocol.h"
 #include "wsgate/Server.h"
@@ -13,6 +14,7 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,18 @@ struct ServerState {
     std::function<void()> newConnection;
     std::function<void(CorsAuthenticator&)> originAuthenticationRequired;
     std::function<void(CloseCode)> serverError;
+
+    // SecureMode: the context is shared with every connection made from it,
+    // since accepted connections outlive the server.
+    std::shared_ptr<net::TlsContext> tls;
+    SslConfiguration sslConfiguration;
+    std::function<void(const ClientInfo&, const SslError&)> peerVerifyError;
+    std::function<bool(const ClientInfo&, const std::vector<SslError>&)> sslErrors;
+    std::function<bool(const ClientInfo&, const SslError&)> handshakeInterruptedOnError;
+    std::function<void(const ClientInfo&, PreSharedKeyAuthenticator&)>
+        preSharedKeyAuthenticationRequired;
+    std::function<void(const ClientInfo&, const SslAlert&)> alertReceived;
+    std::function<void(const ClientInfo&, const SslAlert&)> alertSent;
 };
 
 } // namespace wsgate::detail

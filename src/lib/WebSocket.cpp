@@ -200,3 +200,50 @@ void WebSocket::onAboutToClose(std::function<void()> f) {
 }
 
 } // namespace wsgate
+
+namespace wsgate {
+
+bool WebSocket::isSecure() const noexcept {
+    return connection_->tlsSession() != nullptr;
+}
+
+std::optional<SslCertificate> WebSocket::peerCertificate() const {
+    const auto* session = connection_->tlsSession();
+    if (session == nullptr) {
+        return std::nullopt;
+    }
+    auto certificate = session->peerCertificate();
+    if (!certificate) {
+        return std::nullopt;
+    }
+    return SslCertificate{certificate->subject,      certificate->issuer,
+                          certificate->serialNumber, certificate->notBefore,
+                          certificate->notAfter,     std::move(certificate->der)};
+}
+
+std::string WebSocket::sslProtocol() const {
+    const auto* session = connection_->tlsSession();
+    return session != nullptr ? std::string(session->protocolVersion()) : std::string();
+}
+
+std::string WebSocket::sslCipher() const {
+    const auto* session = connection_->tlsSession();
+    return session != nullptr ? std::string(session->cipherSuite()) : std::string();
+}
+
+std::string WebSocket::sslServerName() const {
+    const auto* session = connection_->tlsSession();
+    return session != nullptr ? std::string(session->serverName()) : std::string();
+}
+
+std::string WebSocket::sslNextProtocol() const {
+    const auto* session = connection_->tlsSession();
+    return session != nullptr ? std::string(session->alpnProtocol()) : std::string();
+}
+
+bool WebSocket::sslSessionResumed() const noexcept {
+    const auto* session = connection_->tlsSession();
+    return session != nullptr && session->sessionResumed();
+}
+
+} // namespace wsgate

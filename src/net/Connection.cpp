@@ -2,6 +2,8 @@
 
 #include "lib/ServerState.h"
 #include "net/LoopData.h"
+#include "wsgate/PreSharedKeyAuthenticator.h"
+#include "wsgate/SslError.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -49,6 +51,121 @@ struct Connection::HandshakeState {
     explicit HandshakeState(std::size_t maxHeaderBytes) : parser(maxHeaderBytes) {}
     proto::HandshakeParser parser;
     std::string rest; // bytes read past the request, for the frame layer
+};
+
+namespace {
+
+// The public codes are the engine's, one to one.
+static_assert(static_cast<int>(SslError::Code::CertificateRejected) ==
+              static_cast<int>(net::TlsVerifyError::Code::CertificateRejected));
+static_assert(static_cast<int>(SslError::Code::NoPeerCertificate) ==
+              static_cast<int>(net::TlsVerifyError::Code::NoPeerCertificate));
+static_assert(static_cast<int>(SslError::Code::UnableToGetLocalIssuerCertificate) ==
+              static_cast<int>(net::TlsVerifyError::Code::UnableToGetLocalIssuerCertificate));
+
+SslError toSslError(const net::TlsVerifyError& e) {
+    return {static_cast<SslError::Code>(e.code), e.depth, e.subject};
+}
+
+SslAlert toSslAlert(net::TlsAlert alert) {
+    return {static_cast<SslAlert::Level>(alert.level), alert.description};
+}
+
+} // namespace
+
+/// The TLS side of a wss:// connection: the session, the context it shares
+/// with its server, and the plaintext gathered while a read batch runs so
+/// that one batch makes one record, not one per frame.
+struct Connection::TlsState final : net::TlsSession::Handler {
+    TlsState(Connection& c, std::shared_ptr<net::TlsContext> tlsContext)
+        : connection(c), context(std::move(tlsContext)), session(*context, *this) {}
+
+    void onTlsHandshakeDone() override {}
+    void onTlsPlaintext(std::uint8_t* data, std::size_t size) override {
+        connection.processInput(data, size);
+    }
+    void onTlsOutput(const std::uint8_t* data, std::size_t size) override {
+        uv_buf_t buf = makeBuf(data, size);
+        connection.socketWrite(&buf, 1);
+    }
+    void onTlsError(int, bool duringHandshake) override {
+        Connection& c = connection;
+        if (duringHandshake && c.phase_ == Phase::Handshake) {
+            ServerState* server = c.server_;
+            c.server_ = nullptr;
+            c.beginDrain(lingerTimeoutMs); // the alert goes out first
+            server->reportHandshakeError(Error::TlsHandshakeFailed);
+            return;
+        }
+        c.setError(Error::TlsError);
+        c.beginDrain(lingerTimeoutMs);
+    }
+    void onTlsCloseNotify() override {
+        Connection& c = connection;
+        if (c.phase_ == Phase::Open && c.protocol_.state() != proto::Protocol::State::Closed) {
+            c.setError(Error::ClosedWithoutCloseFrame);
+            if (c.socket_ != nullptr) {
+                c.socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
+            }
+        }
+        if (c.phase_ == Phase::Handshake && c.server_ != nullptr) {
+            c.server_ = nullptr;
+        }
+        c.beginDrain(lingerTimeoutMs);
+    }
+    void onTlsPeerVerifyError(const net::TlsVerifyError& error) override {
+        ServerState* server = connection.server_;
+        if (server != nullptr && server->peerVerifyError) {
+            server->peerVerifyError(connection.clientInfo(), toSslError(error));
+        }
+    }
+    bool onTlsHandshakeInterruptedOnError(const net::TlsVerifyError& error) override {
+        ServerState* server = connection.server_;
+        return server != nullptr && server->handshakeInterruptedOnError &&
+               server->handshakeInterruptedOnError(connection.clientInfo(), toSslError(error));
+    }
+    bool onTlsSslErrors(const std::vector<net::TlsVerifyError>& errors) override {
+        ServerState* server = connection.server_;
+        if (server == nullptr || !server->sslErrors) {
+            return false;
+        }
+        std::vector<SslError> list;
+        list.reserve(errors.size());
+        for (const auto& e : errors) {
+            list.push_back(toSslError(e));
+        }
+        return server->sslErrors(connection.clientInfo(), list);
+    }
+    void onTlsPreSharedKeyAuthenticationRequired(
+        net::TlsPreSharedKeyAuthenticator& authenticator) override {
+        ServerState* server = connection.server_;
+        if (server == nullptr || !server->preSharedKeyAuthenticationRequired) {
+            return;
+        }
+        PreSharedKeyAuthenticator request(std::string(authenticator.identity),
+                                          std::string(authenticator.identityHint),
+                                          authenticator.maximumPreSharedKeyLength);
+        server->preSharedKeyAuthenticationRequired(connection.clientInfo(), request);
+        const std::string& key = request.preSharedKey();
+        authenticator.preSharedKey.assign(key.begin(), key.end());
+    }
+    void onTlsAlertReceived(net::TlsAlert alert) override {
+        ServerState* server = connection.server_;
+        if (server != nullptr && server->alertReceived) {
+            server->alertReceived(connection.clientInfo(), toSslAlert(alert));
+        }
+    }
+    void onTlsAlertSent(net::TlsAlert alert) override {
+        ServerState* server = connection.server_;
+        if (server != nullptr && server->alertSent) {
+            server->alertSent(connection.clientInfo(), toSslAlert(alert));
+        }
+    }
+
+    Connection& connection;
+    std::shared_ptr<net::TlsContext> context;
+    net::TlsSession session;
+    std::string plaintext; // gathered while corked
 };
 
 struct Connection::WriteOp {
@@ -105,6 +222,9 @@ int Connection::start(std::uint64_t handshakeTimeoutMs) {
     // Small frames go out at once; we gather them per read batch ourselves.
     uv_tcp_nodelay(&handle_, 1);
     handshake_ = std::make_unique<HandshakeState>(server_->maxHandshakeSize);
+    if (server_->tls) {
+        tls_ = std::make_unique<TlsState>(*this, server_->tls);
+    }
     server_->handshakes.add(*this, handshakeTimeoutMs);
     updateReading();
     return 0;
@@ -152,7 +272,11 @@ void Connection::onBytes(std::uint8_t* data, std::size_t size) {
     Busy busy(*this);
     // Gather every frame written while this batch is processed into one write.
     corked_ = true;
-    processInput(data, size);
+    if (tls_) {
+        tls_->session.receive(data, size);
+    } else {
+        processInput(data, size);
+    }
     corked_ = false;
     flush();
 }
@@ -249,8 +373,9 @@ void Connection::onHandshakeDeadline(net::DeadlineEntry& entry, void*) {
     std::string response =
         proto::buildErrorResponse(Error::HandshakeTimeout, c.server_->serverName);
     uv_buf_t buf = makeBuf(response.data(), response.size());
-    if (c.writing_ == nullptr && c.output_.empty()) {
-        uv_try_write(reinterpret_cast<uv_stream_t*>(&c.handle_), &buf, 1);
+    if (!c.tls_ || c.tls_->session.handshakeComplete()) {
+        c.writeBytes(&buf, 1);
+        c.flush();
     }
     ServerState* server = c.server_;
     c.server_ = nullptr;
@@ -517,6 +642,50 @@ void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,
 // Writes.
 
 void Connection::writeBytes(const uv_buf_t* bufs, unsigned count) {
+    if (!tls_) {
+        socketWrite(bufs, count);
+        return;
+    }
+    for (unsigned i = 0; i < count; ++i) {
+        tls_->plaintext.append(bufs[i].base, bufs[i].len);
+    }
+    if (!corked_) {
+        flushTls();
+    }
+}
+
+void Connection::flushTls() {
+    if (!tls_ || tls_->plaintext.empty() || phase_ == Phase::HandleClosing ||
+        phase_ == Phase::HandleClosed) {
+        return;
+    }
+    std::string& plaintext = tls_->plaintext;
+    bool sent = tls_->session.send(reinterpret_cast<const std::uint8_t*>(plaintext.data()),
+                                   plaintext.size());
+    plaintext.clear();
+    if (plaintext.capacity() > directWriteThreshold) {
+        std::string().swap(plaintext);
+    }
+    if (!sent && tls_->session.failed()) {
+        setError(Error::TlsError);
+        closeHandle();
+    }
+}
+
+ClientInfo Connection::clientInfo() const {
+    ClientInfo info;
+    address(true, info.address, info.port);
+    if (tls_) {
+        info.serverName = tls_->session.serverName();
+    }
+    return info;
+}
+
+const net::TlsSession* Connection::tlsSession() const noexcept {
+    return tls_ ? &tls_->session : nullptr;
+}
+
+void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
         return;
     }
@@ -575,6 +744,12 @@ void Connection::writeBytes(const uv_buf_t* bufs, unsigned count) {
 void Connection::flush() {
     if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
         return;
+    }
+    flushTls();
+    if (draining_ && tls_ && tls_->session.handshakeComplete() &&
+        !tls_->session.closeNotifySent() && !tls_->session.failed()) {
+        // RFC 5246 §7.2.1: close_notify before our FIN.
+        tls_->session.sendCloseNotify();
     }
     if (writing_ == nullptr && !output_.empty()) {
         uv_buf_t buf = makeBuf(output_.data(), output_.size());
@@ -643,6 +818,9 @@ void Connection::onWritten(uv_write_t* req, int status) {
 
 void Connection::failWrite(int) {
     output_.clear();
+    if (tls_) {
+        tls_->plaintext.clear();
+    }
     setError(Error::ConnectionReset);
     closeHandle();
 }

@@ -5,8 +5,10 @@
 #pragma once
 
 #include "net/DeadlineQueue.h"
+#include "net/TlsSession.h"
 #include "proto/Handshake.h"
 #include "proto/Protocol.h"
+#include "wsgate/ClientInfo.h"
 #include "wsgate/WebSocket.h"
 
 #include <uv.h>
@@ -100,6 +102,9 @@ public:
     static void onCloseDeadline(net::DeadlineEntry& entry);
     void runDeferred();
 
+    /// The TLS session of a wss:// connection, null for ws://.
+    const net::TlsSession* tlsSession() const noexcept;
+
 private:
     Connection(ServerState& server);
     ~Connection();
@@ -107,6 +112,8 @@ private:
     class Busy;
     struct HandshakeState;
     struct WriteOp;
+    struct TlsState;
+    friend struct TlsState;
 
     int start(std::uint64_t handshakeTimeoutMs);
     static void onAlloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
@@ -121,7 +128,11 @@ private:
     void handshakeInput(std::uint8_t* data, std::size_t size);
     void completeHandshake(const std::uint8_t* rest, std::size_t restSize);
     void refuse(Error error);
+    /// Writes plaintext: through TLS for wss://, else to the socket.
     void writeBytes(const uv_buf_t* bufs, unsigned count);
+    void socketWrite(const uv_buf_t* bufs, unsigned count);
+    void flushTls();
+    ClientInfo clientInfo() const;
     void flush();
     void startWrite();
     void failWrite(int status);
@@ -152,6 +163,7 @@ private:
     std::unique_ptr<HandshakeState> handshake_;
     std::unique_ptr<RequestInfo> request_;
     std::unique_ptr<SocketSignals> signals_;
+    std::unique_ptr<TlsState> tls_;
     proto::Protocol protocol_;
     std::string output_;         // bytes not yet handed to libuv
     WriteOp* writing_ = nullptr; // the write libuv is doing

@@ -1,0 +1,70 @@
+#include "net/TlsSession.h"
+#include "wsgate/SslError.h"
+
+namespace wsgate {
+
+std::string SslError::errorString() const {
+    return std::string(net::TlsVerifyError::describe(static_cast<net::TlsVerifyError::Code>(code)));
+}
+
+std::string SslAlert::description() const {
+    // RFC 5246 §7.2 and RFC 7301 §3.2 (no_application_protocol).
+    switch (type) {
+    case 0:
+        return "close_notify";
+    case 10:
+        return "unexpected_message";
+    case 20:
+        return "bad_record_mac";
+    case 22:
+        return "record_overflow";
+    case 30:
+        return "decompression_failure";
+    case 40:
+        return "handshake_failure";
+    case 42:
+        return "bad_certificate";
+    case 43:
+        return "unsupported_certificate";
+    case 44:
+        return "certificate_revoked";
+    case 45:
+        return "certificate_expired";
+    case 46:
+        return "certificate_unknown";
+    case 47:
+        return "illegal_parameter";
+    case 48:
+        return "unknown_ca";
+    case 49:
+        return "access_denied";
+    case 50:
+        return "decode_error";
+    case 51:
+        return "decrypt_error";
+    case 70:
+        return "protocol_version";
+    case 71:
+        return "insufficient_security";
+    case 80:
+        return "internal_error";
+    case 86:
+        return "inappropriate_fallback";
+    case 90:
+        return "user_canceled";
+    case 100:
+        return "no_renegotiation";
+    case 110:
+        return "unsupported_extension";
+    case 112:
+        return "unrecognized_name";
+    case 115:
+        return "unknown_psk_identity";
+    case 120:
+        return "no_application_protocol";
+    default:
+        return "unknown alert";
+    }
+}
+
+} // namespace wsgate
