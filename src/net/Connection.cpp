@@ -606,9 +606,10 @@ void Connection::onClose(std::uint16_t code, std::string_view reason) {
         socket_->closeReason_.assign(reason);
     }
     if (!closeInitiated_) {
+        // Our close() already reported both when it started the handshake.
         emitAboutToClose();
+        emitStateChanged(SocketState::ClosingState);
     }
-    emitStateChanged(SocketState::ClosingState);
     beginDrain(lingerTimeoutMs);
 }
 

@@ -4,6 +4,7 @@
 #include <mbedtls/sha1.h>
 
 #include <algorithm>
+#include <cctype>
 #include <array>
 #include <cassert>
 #include <charconv>
@@ -362,6 +363,57 @@ int HandshakeParser::onHeadersComplete(llhttp_t* /*parser*/) noexcept {
     return 2;
 }
 
+namespace {
+
+bool startsWithNoCase(std::string_view text, std::string_view prefix) noexcept {
+    if (text.size() < prefix.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < prefix.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(text[i])) != prefix[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// RFC 6455 §3 and §4.2.1 item 1: the target is a resource name, a path with
+// an optional query. RFC 7230 §5.3.2 lets a client send the absolute form;
+// then the URI's authority is the host (RFC 7230 §5.4) and its path the
+// resource name. Any other form (authority, asterisk) is refused.
+bool normalizeTarget(HandshakeRequest& request) {
+    std::string& target = request.target;
+    if (!target.empty() && target.front() == '/') {
+        return true;
+    }
+    std::size_t schemeEnd = 0;
+    for (std::string_view scheme : {"http://", "https://", "ws://", "wss://"}) {
+        if (startsWithNoCase(target, scheme)) {
+            schemeEnd = scheme.size();
+            break;
+        }
+    }
+    if (schemeEnd == 0) {
+        return false;
+    }
+    std::size_t pathStart = target.find_first_of("/?", schemeEnd);
+    std::string authority =
+        target.substr(schemeEnd, pathStart == std::string::npos ? std::string::npos
+                                                                : pathStart - schemeEnd);
+    if (authority.empty()) {
+        return false;
+    }
+    std::string path = pathStart == std::string::npos ? std::string("/") : target.substr(pathStart);
+    if (path.front() == '?') {
+        path.insert(path.begin(), '/');
+    }
+    request.host = std::move(authority);
+    target = std::move(path);
+    return true;
+}
+
+} // namespace
+
 std::optional<Error> HandshakeParser::validate() {
     // RFC 6455 §4.2.1 item 1: an HTTP/1.1 or higher GET request.
     if (parser_.method != HTTP_GET) {
@@ -405,6 +457,9 @@ std::optional<Error> HandshakeParser::validate() {
 
     request_.host = *found.host;
     request_.key = *found.key;
+    if (!normalizeTarget(request_)) {
+        return Error::MalformedRequest;
+    }
     // RFC 6455 §4.2.1 item 7; Sec-WebSocket-Origin is what clients of drafts
     // 8 to 10 sent instead.
     if (found.origin != nullptr) {

@@ -28,7 +28,9 @@ struct HttpHeader {
 
 /// A parsed and validated upgrade request (RFC 6455 §4.2.1).
 struct HandshakeRequest {
-    std::string target; ///< The request-target as sent: path and query.
+    /// The resource name: path and query. An absolute-form target
+    /// (RFC 7230 §5.3.2) is reduced to its path, and its authority becomes host.
+    std::string target;
     std::string host;   ///< The Host header.
     /// The Origin header, or the Sec-WebSocket-Origin of drafts 8 to 10 when
     /// Origin is absent; empty when both are.

@@ -358,12 +358,34 @@ TEST_SUITE("4.2.1 Reading the client's opening handshake") {
         CHECK(r.header("X-Blank").empty());
     }
 
-    TEST_CASE("the request-target is kept as sent") {
+    TEST_CASE("an origin-form request-target is kept as sent") {
         Request request;
         request.line = "GET /a/b%20c?x=1&y=%2F#frag HTTP/1.1";
         CHECK(expectComplete(request.text()).target == "/a/b%20c?x=1&y=%2F#frag");
+    }
+
+    TEST_CASE("an absolute-form target gives its path and its host (RFC 7230 5.3.2, 5.4)") {
+        Request request;
         request.line = "GET ws://server.example.com/chat HTTP/1.1";
-        CHECK(expectComplete(request.text()).target == "ws://server.example.com/chat");
+        auto r = expectComplete(request.text());
+        CHECK(r.target == "/chat");
+        CHECK(r.host == "server.example.com");
+        request.line = "GET HTTP://other.example:8080?q=1 HTTP/1.1";
+        r = expectComplete(request.text());
+        CHECK(r.target == "/?q=1");
+        CHECK(r.host == "other.example:8080");
+        request.line = "GET http://h HTTP/1.1";
+        CHECK(expectComplete(request.text()).target == "/");
+    }
+
+    TEST_CASE("a target that is neither a path nor an absolute URI is refused (400)") {
+        Request request;
+        for (const char* line : {"GET * HTTP/1.1", "GET chat HTTP/1.1", "GET ftp://h/x HTTP/1.1",
+                                 "GET http:///x HTTP/1.1"}) {
+            request.line = line;
+            CAPTURE(line);
+            CHECK(expectFailed(request.text()) == Error::MalformedRequest);
+        }
     }
 
     TEST_CASE("item 1: the method must be GET (405)") {
