@@ -72,10 +72,10 @@ public:
     /// The peer's close code (CloseCodeMissingStatusCode when its close frame
     /// had none, CloseCodeAbnormalDisconnection when TCP dropped without one),
     /// or the code we failed the connection with.
-    CloseCode closeCode() const noexcept { return closeCode_; }
-    const std::string& closeReason() const noexcept { return closeReason_; }
+    CloseCode closeCode() const noexcept;
+    std::string closeReason() const;
     /// The last error, and its text.
-    std::error_code error() const noexcept { return error_; }
+    std::error_code error() const noexcept;
     std::string errorString() const;
 
     /// ws://host/path?query (wss:// over TLS), from the request's Host and target.
@@ -135,11 +135,11 @@ public:
     /// Default 512 KiB; 0 or more than maxOutgoingFrameSize() is refused
     /// (returns false and changes nothing).
     bool setOutgoingFrameSize(std::uint64_t size);
-    std::uint64_t outgoingFrameSize() const noexcept { return outgoingFrameSize_; }
+    std::uint64_t outgoingFrameSize() const noexcept;
     static constexpr std::uint64_t maxOutgoingFrameSize() noexcept { return 1ULL << 31; }
     /// How long close() waits for the peer's close frame. Default 5 s.
-    void setCloseTimeout(std::chrono::milliseconds timeout) noexcept { closeTimeout_ = timeout; }
-    std::chrono::milliseconds closeTimeout() const noexcept { return closeTimeout_; }
+    void setCloseTimeout(std::chrono::milliseconds timeout) noexcept;
+    std::chrono::milliseconds closeTimeout() const noexcept;
 
     // Signals.
     void onTextMessageReceived(std::function<void(std::string_view message)> f);
@@ -169,12 +169,9 @@ private:
     friend class Server;
     explicit WebSocket(detail::Connection* connection);
 
+    // Everything else lives in the connection: an idle WebSocket is this
+    // one pointer.
     detail::Connection* connection_;
-    std::error_code error_;
-    std::string closeReason_;
-    std::chrono::milliseconds closeTimeout_{5000};
-    std::uint64_t outgoingFrameSize_ = 512 * 1024;
-    CloseCode closeCode_ = CloseCode::CloseCodeNormal;
 };
 
 } // namespace wsgate

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 namespace wsgate {
 
@@ -17,11 +18,13 @@ WebSocket::~WebSocket() {
 }
 
 std::size_t WebSocket::sendTextMessage(std::string_view message) {
-    return connection_->sendMessage(proto::MessageType::Text, message, outgoingFrameSize_);
+    return connection_->sendMessage(proto::MessageType::Text, message,
+                                    connection_->outgoingFrameSize);
 }
 
 std::size_t WebSocket::sendBinaryMessage(std::string_view data) {
-    return connection_->sendMessage(proto::MessageType::Binary, data, outgoingFrameSize_);
+    return connection_->sendMessage(proto::MessageType::Binary, data,
+                                    connection_->outgoingFrameSize);
 }
 
 void WebSocket::ping(std::string_view payload) {
@@ -40,36 +43,64 @@ SocketState WebSocket::state() const noexcept {
     return connection_->socketState();
 }
 
+CloseCode WebSocket::closeCode() const noexcept {
+    return connection_->closeCode();
+}
+
+std::string WebSocket::closeReason() const {
+    return connection_->closeReason();
+}
+
+std::error_code WebSocket::error() const noexcept {
+    return connection_->error();
+}
+
 std::string WebSocket::errorString() const {
-    return error_ ? error_.message() : std::string();
+    auto e = connection_->error();
+    return e ? e.message() : std::string();
+}
+
+std::uint64_t WebSocket::outgoingFrameSize() const noexcept {
+    return connection_->outgoingFrameSize;
+}
+
+void WebSocket::setCloseTimeout(std::chrono::milliseconds timeout) noexcept {
+    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
+    connection_->closeTimeoutMs = static_cast<std::uint32_t>(ms);
+}
+
+std::chrono::milliseconds WebSocket::closeTimeout() const noexcept {
+    return std::chrono::milliseconds(connection_->closeTimeoutMs);
 }
 
 std::string WebSocket::requestUrl() const {
     const auto& request = connection_->request();
-    if (request.host.empty()) {
+    if (request.host().empty()) {
         return {};
     }
-    return (request.secure ? "wss://" : "ws://") + request.host + request.target;
+    std::string url = request.secure() ? "wss://" : "ws://";
+    url.append(request.host()).append(request.target());
+    return url;
 }
 
 std::string WebSocket::resourceName() const {
-    return connection_->request().target;
+    return std::string(connection_->request().target());
 }
 
 std::string WebSocket::origin() const {
-    return connection_->request().origin;
+    return std::string(connection_->request().origin());
 }
 
 std::string WebSocket::subprotocol() const {
-    return connection_->request().subprotocol;
+    return std::string(connection_->request().subprotocol());
 }
 
 const WebSocket::HeaderList& WebSocket::requestHeaders() const {
-    return connection_->request().headers;
+    return connection_->request().headers();
 }
 
 std::string WebSocket::requestHeader(std::string_view name) const {
-    for (const auto& [key, value] : connection_->request().headers) {
+    for (const auto& [key, value] : connection_->request().headers()) {
         if (std::equal(key.begin(), key.end(), name.begin(), name.end(), [](char a, char b) {
                 return std::tolower(static_cast<unsigned char>(a)) ==
                        std::tolower(static_cast<unsigned char>(b));
@@ -149,7 +180,7 @@ bool WebSocket::setOutgoingFrameSize(std::uint64_t size) {
     if (size == 0 || size > maxOutgoingFrameSize()) {
         return false;
     }
-    outgoingFrameSize_ = size;
+    connection_->outgoingFrameSize = static_cast<std::uint32_t>(size);
     return true;
 }
 
@@ -180,7 +211,7 @@ void WebSocket::onPingReceived(std::function<void(std::string_view)> f) {
 }
 
 void WebSocket::onDisconnected(std::function<void()> f) {
-    connection_->signals().disconnected = std::move(f);
+    connection_->disconnected = std::move(f);
 }
 
 void WebSocket::onError(std::function<void(std::error_code)> f) {

@@ -104,9 +104,7 @@ struct Connection::TlsState final : net::TlsSession::Handler {
         Connection& c = connection;
         if (c.phase_ == Phase::Open && c.protocol_.state() != proto::Protocol::State::Closed) {
             c.setError(Error::ClosedWithoutCloseFrame);
-            if (c.socket_ != nullptr) {
-                c.socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
-            }
+            c.closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection);
         }
         if (c.phase_ == Phase::Handshake && c.server_ != nullptr) {
             c.server_ = nullptr;
@@ -168,11 +166,61 @@ struct Connection::TlsState final : net::TlsSession::Handler {
     std::string plaintext; // gathered while corked
 };
 
+/// A write libuv is doing, allocated only when uv_try_write could not take
+/// everything (a slow reader, a large message). Bytes written meanwhile wait
+/// in `queued`, behind it.
 struct Connection::WriteOp {
     uv_write_t req;
     std::string data;
-    std::size_t offset = 0;
+    std::string queued;
 };
+
+void RequestInfo::assign(const proto::HandshakeRequest& request, std::string_view subprotocol,
+                         bool secure) {
+    std::size_t size = request.target.size() + request.host.size() + request.origin.size() +
+                       subprotocol.size() + 4;
+    for (const auto& header : request.headers) {
+        size += header.name.size() + header.value.size() + 2;
+    }
+    blob_.clear();
+    blob_.reserve(size);
+    for (std::string_view part : {std::string_view(request.target), std::string_view(request.host),
+                                  std::string_view(request.origin), subprotocol}) {
+        blob_.append(part).push_back('\0');
+    }
+    for (const auto& header : request.headers) {
+        blob_.append(header.name).push_back('\0');
+        blob_.append(header.value).push_back('\0');
+    }
+    headers_.reset();
+    secure_ = secure;
+}
+
+std::string_view RequestInfo::field(int index) const noexcept {
+    std::string_view rest(blob_);
+    for (; index > 0 && !rest.empty(); --index) {
+        rest.remove_prefix(std::min(rest.size(), rest.find('\0') + 1));
+    }
+    return rest.substr(0, rest.find('\0'));
+}
+
+const WebSocket::HeaderList& RequestInfo::headers() const {
+    if (!headers_) {
+        headers_ = std::make_unique<WebSocket::HeaderList>();
+        std::string_view rest(blob_);
+        for (int skip = 0; skip < 4 && !rest.empty(); ++skip) {
+            rest.remove_prefix(rest.find('\0') + 1);
+        }
+        while (!rest.empty()) {
+            std::size_t nameEnd = rest.find('\0');
+            std::size_t valueEnd = rest.find('\0', nameEnd + 1);
+            headers_->emplace_back(rest.substr(0, nameEnd),
+                                   rest.substr(nameEnd + 1, valueEnd - nameEnd - 1));
+            rest.remove_prefix(valueEnd + 1);
+        }
+    }
+    return *headers_;
+}
 
 Connection::Connection(ServerState& server)
     : loop_(server.loop), server_(&server), protocol_(*this, server.limits) {
@@ -271,14 +319,13 @@ void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf)
 void Connection::onBytes(std::uint8_t* data, std::size_t size) {
     Busy busy(*this);
     // Gather every frame written while this batch is processed into one write.
-    corked_ = true;
+    cork();
     if (tls_) {
         tls_->session.receive(data, size);
     } else {
         processInput(data, size);
     }
-    corked_ = false;
-    flush();
+    uncork();
 }
 
 void Connection::processInput(std::uint8_t* data, std::size_t size) {
@@ -333,16 +380,7 @@ void Connection::completeHandshake(const std::uint8_t* rest, std::size_t restSiz
     uv_buf_t buf = makeBuf(response.data(), response.size());
     writeBytes(&buf, 1);
 
-    request_ = std::make_unique<RequestInfo>();
-    request_->target = std::move(request.target);
-    request_->host = std::move(request.host);
-    request_->origin = std::move(request.origin);
-    request_->subprotocol = subprotocol;
-    request_->secure = server.mode == Server::SslMode::SecureMode;
-    request_->headers.reserve(request.headers.size());
-    for (auto& header : request.headers) {
-        request_->headers.emplace_back(std::move(header.name), std::move(header.value));
-    }
+    request_.assign(request, subprotocol, server.mode == Server::SslMode::SecureMode);
     handshake_->rest.assign(reinterpret_cast<const char*>(rest), restSize);
 
     unlink(); // the handshake deadline
@@ -375,7 +413,6 @@ void Connection::onHandshakeDeadline(net::DeadlineEntry& entry, void*) {
     uv_buf_t buf = makeBuf(response.data(), response.size());
     if (!c.tls_ || c.tls_->session.handshakeComplete()) {
         c.writeBytes(&buf, 1);
-        c.flush();
     }
     ServerState* server = c.server_;
     c.server_ = nullptr;
@@ -398,10 +435,9 @@ void Connection::runDeferred() {
     if (handshake_ && !handshake_->rest.empty()) {
         std::string rest = std::move(handshake_->rest);
         handshake_.reset();
-        corked_ = true;
+        cork();
         processInput(reinterpret_cast<std::uint8_t*>(rest.data()), rest.size());
-        corked_ = false;
-        flush();
+        uncork();
     }
     handshake_.reset();
     updateReading();
@@ -472,8 +508,7 @@ void Connection::close(CloseCode code, std::string_view reason) {
         return; // closed from inside aboutToClose
     }
     protocol_.sendClose(static_cast<std::uint16_t>(code), reason);
-    auto timeout = socket_ != nullptr ? socket_->closeTimeout().count() : 5000;
-    loop_.closeQueue.add(*this, static_cast<std::uint64_t>(timeout < 0 ? 0 : timeout));
+    loop_.closeQueue.add(*this, closeTimeoutMs);
     emitStateChanged(SocketState::ClosingState);
     flush();
 }
@@ -494,9 +529,9 @@ SocketState Connection::socketState() const noexcept {
 }
 
 std::size_t Connection::bytesToWrite() const noexcept {
-    std::size_t queued = output_.size();
+    std::size_t queued = loop_.corkOwner == this ? loop_.corkBuffer.size() : 0;
     if (writing_ != nullptr) {
-        queued += writing_->data.size() - writing_->offset;
+        queued += writing_->data.size() + writing_->queued.size();
     }
     return queued;
 }
@@ -504,11 +539,6 @@ std::size_t Connection::bytesToWrite() const noexcept {
 void Connection::setReadingPaused(bool paused) {
     readingPaused_ = paused;
     updateReading();
-}
-
-const RequestInfo& Connection::request() const noexcept {
-    static const RequestInfo none;
-    return request_ ? *request_ : none;
 }
 
 bool Connection::address(bool peer, std::string& host, std::uint16_t& port) const {
@@ -601,10 +631,9 @@ void Connection::onPong(const std::uint8_t* data, std::size_t size) {
 }
 
 void Connection::onClose(std::uint16_t code, std::string_view reason) {
-    if (socket_ != nullptr) {
-        socket_->closeCode_ = static_cast<CloseCode>(code);
-        socket_->closeReason_.assign(reason);
-    }
+    (void)reason; // kept by the protocol, read through closeReason()
+    closeCode_ = code;
+    reasonFromError_ = false;
     if (!closeInitiated_) {
         // Our close() already reported both when it started the handshake.
         emitAboutToClose();
@@ -619,19 +648,21 @@ void Connection::onFailure(Error error) {
 }
 
 void Connection::setError(Error error) {
-    if (socket_ == nullptr) {
-        return;
+    error_ = error;
+    auto code = static_cast<std::uint16_t>(closeCodeFor(error));
+    // A failure after a clean close code keeps the more telling code.
+    if (code != static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection) ||
+        closeCode_ == static_cast<std::uint16_t>(CloseCode::CloseCodeNormal)) {
+        closeCode_ = code;
     }
-    socket_->error_ = error;
-    auto code = closeCodeFor(error);
-    if (code != CloseCode::CloseCodeAbnormalDisconnection ||
-        socket_->closeCode_ == CloseCode::CloseCodeNormal) {
-        socket_->closeCode_ = code;
-    }
-    socket_->closeReason_ = make_error_code(error).message();
-    if (signals_ && signals_->error) {
+    reasonFromError_ = true;
+    if (socket_ != nullptr && signals_ && signals_->error) {
         signals_->error(make_error_code(error));
     }
+}
+
+std::string Connection::closeReason() const {
+    return reasonFromError_ ? error_.message() : protocol_.closeReason();
 }
 
 void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,
@@ -686,59 +717,87 @@ const net::TlsSession* Connection::tlsSession() const noexcept {
     return tls_ ? &tls_->session : nullptr;
 }
 
+void Connection::cork() {
+    assert(loop_.corkOwner == nullptr);
+    loop_.corkOwner = this;
+    corked_ = true;
+}
+
+void Connection::uncork() {
+    corked_ = false;
+    loop_.corkOwner = nullptr;
+    std::string& cork = loop_.corkBuffer;
+    if (!cork.empty()) {
+        uv_buf_t buf = makeBuf(cork.data(), cork.size());
+        // Not corked any more, so this writes (or queues behind a write).
+        socketWrite(&buf, 1);
+        cork.clear();
+    }
+    flush();
+}
+
 void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+        return;
+    }
+    if (writing_ != nullptr) {
+        // Behind the write in flight, in order.
+        for (unsigned i = 0; i < count; ++i) {
+            writing_->queued.append(bufs[i].base, bufs[i].len);
+        }
         return;
     }
     std::size_t total = 0;
     for (unsigned i = 0; i < count; ++i) {
         total += bufs[i].len;
     }
-    bool direct = writing_ == nullptr && (!corked_ || total >= directWriteThreshold);
-    if (!direct) {
+    std::string& cork = loop_.corkBuffer;
+    if (corked_ && total < directWriteThreshold) {
         for (unsigned i = 0; i < count; ++i) {
-            output_.append(bufs[i].base, bufs[i].len);
+            cork.append(bufs[i].base, bufs[i].len);
         }
         return;
     }
-    // uv_try_write first: most writes complete here and nothing is copied.
+    // uv_try_write first: most writes complete here and nothing is copied. A
+    // large frame in a batch goes now, after what the batch gathered so far.
     uv_buf_t all[3];
     unsigned n = 0;
-    if (!output_.empty()) {
-        all[n++] = makeBuf(output_.data(), output_.size());
+    std::size_t gathered = corked_ ? cork.size() : 0;
+    if (gathered > 0) {
+        all[n++] = makeBuf(cork.data(), cork.size());
     }
     for (unsigned i = 0; i < count; ++i) {
         all[n++] = bufs[i];
     }
-    std::size_t queued = output_.size();
     int rc = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), all, n);
     if (rc < 0 && rc != UV_EAGAIN) {
+        if (gathered > 0) {
+            cork.clear();
+        }
         failWrite(rc);
         return;
     }
     std::size_t written = rc > 0 ? static_cast<std::size_t>(rc) : 0;
-    if (written >= queued) {
-        output_.clear();
-        std::size_t skip = written - queued;
-        for (unsigned i = 0; i < count; ++i) {
-            if (skip >= bufs[i].len) {
-                skip -= bufs[i].len;
+    if (written < gathered + total) {
+        // Keep the rest, in order, for a write libuv does when it can.
+        auto* op = new WriteOp;
+        op->data.reserve(gathered + total - written);
+        std::size_t skip = written;
+        for (unsigned i = 0; i < n; ++i) {
+            if (skip >= all[i].len) {
+                skip -= all[i].len;
                 continue;
             }
-            output_.append(bufs[i].base + skip, bufs[i].len - skip);
+            op->data.append(all[i].base + skip, all[i].len - skip);
             skip = 0;
         }
-    } else {
-        output_.erase(0, written);
-        for (unsigned i = 0; i < count; ++i) {
-            output_.append(bufs[i].base, bufs[i].len);
-        }
+        startWrite(op);
+    }
+    if (gathered > 0) {
+        cork.clear();
     }
     if (written > 0 && socket_ != nullptr && signals_ && signals_->bytesWritten) {
         signals_->bytesWritten(written);
-    }
-    if (!output_.empty()) {
-        startWrite();
     }
 }
 
@@ -752,40 +811,13 @@ void Connection::flush() {
         // RFC 5246 §7.2.1: close_notify before our FIN.
         tls_->session.sendCloseNotify();
     }
-    if (writing_ == nullptr && !output_.empty()) {
-        uv_buf_t buf = makeBuf(output_.data(), output_.size());
-        int rc = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
-        if (rc < 0 && rc != UV_EAGAIN) {
-            failWrite(rc);
-            return;
-        }
-        if (rc > 0) {
-            auto written = static_cast<std::size_t>(rc);
-            if (written == output_.size()) {
-                output_.clear();
-                // Do not keep a large buffer on an idle connection.
-                if (output_.capacity() > directWriteThreshold) {
-                    std::string().swap(output_);
-                }
-            } else {
-                output_.erase(0, written);
-            }
-            if (socket_ != nullptr && signals_ && signals_->bytesWritten) {
-                signals_->bytesWritten(written);
-            }
-        }
-        if (!output_.empty()) {
-            startWrite();
-        }
-    }
-    if (draining_ && writing_ == nullptr && output_.empty() && !shutdownStarted_) {
+    if (draining_ && writing_ == nullptr && !corked_ && !shutdownStarted_ &&
+        phase_ != Phase::HandleClosing && phase_ != Phase::HandleClosed) {
         startShutdown();
     }
 }
 
-void Connection::startWrite() {
-    auto* op = new WriteOp;
-    op->data.swap(output_);
+void Connection::startWrite(WriteOp* op) {
     op->req.data = this;
     uv_buf_t buf = makeBuf(op->data.data(), op->data.size());
     int rc = uv_write(&op->req, reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1, onWritten);
@@ -803,9 +835,9 @@ void Connection::onWritten(uv_write_t* req, int status) {
     WriteOp* op = c->writing_;
     assert(&op->req == req);
     c->writing_ = nullptr;
-    std::size_t written = op->data.size() - op->offset;
-    delete op;
+    std::size_t written = op->data.size();
     if (status < 0) {
+        delete op;
         if (status != UV_ECANCELED) {
             c->failWrite(status);
         }
@@ -814,11 +846,19 @@ void Connection::onWritten(uv_write_t* req, int status) {
     if (c->socket_ != nullptr && c->signals_ && c->signals_->bytesWritten) {
         c->signals_->bytesWritten(written);
     }
+    if (op->queued.empty() || c->phase_ == Phase::HandleClosing ||
+        c->phase_ == Phase::HandleClosed) {
+        delete op;
+    } else {
+        // What waited goes next, in the same operation.
+        op->data.swap(op->queued);
+        op->queued.clear();
+        c->startWrite(op);
+    }
     c->flush();
 }
 
 void Connection::failWrite(int) {
-    output_.clear();
     if (tls_) {
         tls_->plaintext.clear();
     }
@@ -874,9 +914,7 @@ void Connection::onReadEnd(int status) {
     reading_ = false;
     if (phase_ == Phase::Open && protocol_.state() != proto::Protocol::State::Closed) {
         setError(status == UV_EOF ? Error::ClosedWithoutCloseFrame : Error::ConnectionReset);
-        if (socket_ != nullptr) {
-            socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
-        }
+        closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection);
     }
     closeHandle();
 }
@@ -886,9 +924,7 @@ void Connection::onCloseDeadline(net::DeadlineEntry& entry) {
     Busy busy(c);
     if (c.protocol_.state() == proto::Protocol::State::Closing) {
         c.setError(Error::CloseTimeout);
-        if (c.socket_ != nullptr) {
-            c.socket_->closeCode_ = CloseCode::CloseCodeAbnormalDisconnection;
-        }
+        c.closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection);
     }
     c.closeHandle();
 }
@@ -909,10 +945,9 @@ void Connection::onClosed(uv_handle_t* handle) {
     --c->busy_;
     Busy busy(*c);
     c->phase_ = Phase::HandleClosed;
-    c->output_.clear();
     c->emitStateChanged(SocketState::UnconnectedState);
-    if (c->socket_ != nullptr && c->signals_ && c->signals_->disconnected) {
-        c->signals_->disconnected();
+    if (c->socket_ != nullptr && c->disconnected) {
+        c->disconnected();
     }
 }
 

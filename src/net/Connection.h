@@ -33,7 +33,6 @@ struct SocketSignals {
     std::function<void(std::string_view, bool)> binaryFrame;
     std::function<void(std::chrono::microseconds, std::string_view)> pong;
     std::function<void(std::string_view)> ping;
-    std::function<void()> disconnected;
     std::function<void()> aboutToClose;
     std::function<void(std::error_code)> error;
     std::function<void(std::size_t)> bytesWritten;
@@ -41,14 +40,26 @@ struct SocketSignals {
     std::uint64_t pingSentAt = 0; // uv_hrtime() of the last ping()
 };
 
-/// The request of an accepted connection, kept for the WebSocket's getters.
-struct RequestInfo {
-    std::string target;
-    std::string host;
-    std::string origin;
-    std::string subprotocol;
-    WebSocket::HeaderList headers;
-    bool secure = false;
+/// The request of an accepted connection, kept for the WebSocket's getters
+/// in one allocation: target, host, origin and subprotocol, then each header's
+/// name and value, all separated by NUL bytes. The header list is built from
+/// it only if asked for.
+class RequestInfo {
+public:
+    void assign(const proto::HandshakeRequest& request, std::string_view subprotocol, bool secure);
+    std::string_view target() const noexcept { return field(0); }
+    std::string_view host() const noexcept { return field(1); }
+    std::string_view origin() const noexcept { return field(2); }
+    std::string_view subprotocol() const noexcept { return field(3); }
+    bool secure() const noexcept { return secure_; }
+    const WebSocket::HeaderList& headers() const;
+
+private:
+    std::string_view field(int index) const noexcept;
+
+    std::string blob_;
+    mutable std::unique_ptr<WebSocket::HeaderList> headers_;
+    bool secure_ = false;
 };
 
 class Connection final : public net::DeadlineEntry, private proto::ProtocolHandler {
@@ -87,16 +98,26 @@ public:
     void setReadingPaused(bool paused);
     bool readingPaused() const noexcept { return readingPaused_; }
     proto::Protocol& protocol() noexcept { return protocol_; }
-    const RequestInfo& request() const noexcept;
+    const RequestInfo& request() const noexcept { return request_; }
     /// Peer (true) or local address and port.
     bool address(bool peer, std::string& host, std::uint16_t& port) const;
     SocketSignals& signals();
     void updateFrameDelivery() noexcept;
 
+    // What the WebSocket reports, kept here so that a WebSocket is one pointer.
+    CloseCode closeCode() const noexcept { return static_cast<CloseCode>(closeCode_); }
+    std::string closeReason() const;
+    std::error_code error() const noexcept { return error_; }
+    std::uint32_t closeTimeoutMs = 5000;
+    std::uint32_t outgoingFrameSize = 512 * 1024;
+
     /// The callbacks live here, not in the WebSocket: a callback may destroy
-    /// its WebSocket, and this object outlives the call.
+    /// its WebSocket, and this object outlives the call. The three that
+    /// nearly every application connects are inline; the rest are in
+    /// SocketSignals.
     std::function<void(std::string_view)> textMessage;
     std::function<void(std::string_view)> binaryMessage;
+    std::function<void()> disconnected;
 
     // From the loop.
     static void onCloseDeadline(net::DeadlineEntry& entry);
@@ -131,10 +152,14 @@ private:
     /// Writes plaintext: through TLS for wss://, else to the socket.
     void writeBytes(const uv_buf_t* bufs, unsigned count);
     void socketWrite(const uv_buf_t* bufs, unsigned count);
+    /// Starts the batch during which frames are gathered in the loop's cork
+    /// buffer, and ends it by writing them out.
+    void cork();
+    void uncork();
     void flushTls();
     ClientInfo clientInfo() const;
     void flush();
-    void startWrite();
+    void startWrite(WriteOp* op);
     void failWrite(int status);
     void beginDrain(std::uint64_t timeoutMs);
     void startShutdown();
@@ -161,13 +186,14 @@ private:
     ServerState* server_; // set while Handshake or Pending
     WebSocket* socket_ = nullptr;
     std::unique_ptr<HandshakeState> handshake_;
-    std::unique_ptr<RequestInfo> request_;
+    RequestInfo request_;
     std::unique_ptr<SocketSignals> signals_;
     std::unique_ptr<TlsState> tls_;
     proto::Protocol protocol_;
-    std::string output_;         // bytes not yet handed to libuv
-    WriteOp* writing_ = nullptr; // the write libuv is doing
+    WriteOp* writing_ = nullptr; // the write libuv is doing, and what waits behind it
+    std::error_code error_;
     std::uint32_t busy_ = 0;
+    std::uint16_t closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeNormal);
     Phase phase_ = Phase::Handshake;
     bool corked_ = false;
     bool reading_ = false;
@@ -175,6 +201,7 @@ private:
     bool draining_ = false;
     bool shutdownStarted_ = false;
     bool closeInitiated_ = false; // we sent the first close frame
+    bool reasonFromError_ = false; // closeReason() is error_'s message
 };
 
 } // namespace wsgate::detail

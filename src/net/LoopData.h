@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace wsgate::detail {
@@ -33,6 +34,11 @@ struct LoopData {
     std::unique_ptr<uv_loop_t> ownedLoop; // before `loop`, which may point into it
     uv_loop_t* loop = nullptr;
     std::unique_ptr<std::uint8_t[]> readBuffer;
+    /// Frames written while one connection processes a read batch, written
+    /// out as one when the batch ends. Only one connection is corked at a
+    /// time: reads are not nested.
+    std::string corkBuffer;
+    Connection* corkOwner = nullptr;
     /// Connections waiting for a peer's close frame, FIN or a flush.
     net::DeadlineQueue closeQueue;
     uv_idle_t deferIdle;
