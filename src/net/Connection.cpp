@@ -760,7 +760,7 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     }
     // uv_try_write first: most writes complete here and nothing is copied. A
     // large frame in a batch goes now, after what the batch gathered so far.
-    uv_buf_t all[3];
+    uv_buf_t all[3] = {};
     unsigned n = 0;
     std::size_t gathered = corked_ ? cork.size() : 0;
     if (gathered > 0) {
