@@ -1,0 +1,247 @@
+// Many clients at once against one server: every echoed byte checked, and
+// no file descriptor left behind by connections that end in every way.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "support/EchoTargets.h"
+#include "support/RawClient.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <latch>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace wsgate::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// With 200 threads on a couple of cores under the sanitizers, one round
+/// trip can wait a long time for a core; it must still not hang forever.
+constexpr auto slowTimeout = 60s;
+
+struct Expected {
+    std::uint8_t opcode;
+    std::string payload;
+};
+
+/// One client's whole life: handshake, wait for the others, `messages`
+/// echoes with up to `window` in flight, close. Returns what went wrong,
+/// empty when nothing did.
+std::string runClient(std::uint16_t port, int id, int messages, std::size_t window,
+                      std::latch& allConnected, std::atomic<std::uint64_t>& bytesChecked) {
+    RawClient client;
+    client.setTimeout(slowTimeout);
+    std::string failure;
+    if (!client.connect(port, "127.0.0.1", slowTimeout)) {
+        failure = "connect failed";
+    } else {
+        const HttpRequest request = client.upgradeRequest("/client/" + std::to_string(id));
+        const HttpResponse response = client.handshake(request, slowTimeout);
+        if (response.status != 101 || response.header("Sec-WebSocket-Accept") !=
+                                          expectedAcceptKey(request.header("Sec-WebSocket-Key"))) {
+            failure = "handshake: " + response.describe();
+        }
+    }
+    // Everyone is connected before anyone sends, so that all of them are
+    // open at the same time.
+    allConnected.arrive_and_wait();
+    if (!failure.empty()) {
+        return failure;
+    }
+
+    std::mt19937_64 rng(static_cast<std::uint64_t>(id) * 7919 + 1);
+    // Sizes spread evenly over orders of magnitude, 1 B to 64 KiB, with both
+    // ends always present.
+    std::uniform_real_distribution<double> logSize(0.0, std::log(65536.0));
+    std::deque<Expected> inFlight;
+    auto receiveOne = [&]() -> bool {
+        const Expected expected = std::move(inFlight.front());
+        inFlight.pop_front();
+        const ReceivedMessage m = client.readMessage(slowTimeout);
+        if (!m.ok() || m.opcode != expected.opcode || !m.controlFrames.empty()) {
+            failure = "message: status " + std::string(readStatusName(m.status)) +
+                      (m.unexpected ? ", unexpected " + m.unexpected->describe() : "") +
+                      ", opcode " + std::to_string(m.opcode) + " expected " +
+                      std::to_string(expected.opcode);
+            return false;
+        }
+        if (m.payload != expected.payload) {
+            failure = "payload: " + describeDifference(expected.payload, m.payload);
+            return false;
+        }
+        bytesChecked += m.payload.size();
+        return true;
+    };
+    for (int k = 0; k < messages; ++k) {
+        std::size_t size = static_cast<std::size_t>(std::exp(logSize(rng)));
+        if (k == 0) {
+            size = 1;
+        } else if (k == 1) {
+            size = 65536;
+        }
+        size = std::clamp<std::size_t>(size, 1, 65536);
+        const bool text = (rng() % 2) == 0;
+        Expected e{text ? opcode::text : opcode::binary,
+                   text ? randomUtf8(size) : randomBytes(size)};
+        if (!client.send(frame(e.opcode, e.payload))) {
+            return "send of message " + std::to_string(k) + " failed";
+        }
+        inFlight.push_back(std::move(e));
+        if (inFlight.size() >= window && !receiveOne()) {
+            return failure + " (message " + std::to_string(k) + ")";
+        }
+    }
+    while (!inFlight.empty()) {
+        if (!receiveOne()) {
+            return failure + " (draining)";
+        }
+    }
+    if (!client.sendClose(1000, "done")) {
+        return "send of close failed";
+    }
+    const ReceivedFrame close = client.readFrame(slowTimeout);
+    if (!close.isClose() || close.closeCode() != 1000) {
+        return "close: " + close.describe();
+    }
+    if (!client.readUntilClosed(slowTimeout).closed) {
+        return "the server did not close TCP";
+    }
+    return {};
+}
+
+void runMany(std::uint16_t port, int clients, int messages, std::size_t window) {
+    std::latch allConnected(clients);
+    std::atomic<std::uint64_t> bytesChecked{0};
+    std::vector<std::string> failures(static_cast<std::size_t>(clients));
+    std::vector<std::thread> threads;
+    threads.reserve(failures.size());
+    for (int i = 0; i < clients; ++i) {
+        threads.emplace_back([&, i] {
+            failures[static_cast<std::size_t>(i)] =
+                runClient(port, i, messages, window, allConnected, bytesChecked);
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    int failed = 0;
+    for (std::size_t i = 0; i < failures.size(); ++i) {
+        if (!failures[i].empty() && ++failed <= 5) {
+            FAIL_CHECK("client ", i, ": ", failures[i]);
+        }
+    }
+    CHECK(failed == 0);
+    MESSAGE(clients, " clients, ", bytesChecked.load(), " echoed bytes checked");
+}
+
+/// Open file descriptors of process `pid`.
+int countFds(pid_t pid) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* dir = opendir(path.c_str());
+    if (dir == nullptr) {
+        return -1;
+    }
+    int n = 0;
+    while (const dirent* entry = readdir(dir)) {
+        n += entry->d_name[0] != '.' ? 1 : 0;
+    }
+    closedir(dir);
+    return n;
+}
+
+} // namespace
+
+TEST_SUITE("Concurrency") {
+    TEST_CASE("200 concurrent clients against the echo-server process, every byte checked") {
+        ProcessEcho server;
+        REQUIRE(server.started());
+        runMany(server.port(), 200, 50, 4);
+    }
+
+    TEST_CASE("50 concurrent clients against an in-process Server, every byte checked") {
+        InProcessEcho server;
+        REQUIRE(server.started());
+        runMany(server.port(), 50, 20, 2);
+        CHECK(server.call([](InProcessEcho::State& s) { return s.sockets.size(); }) == 50);
+    }
+
+    TEST_CASE("connections that end in every way leave no descriptor behind") {
+        EchoOptions options;
+        options.handshakeTimeoutMs = 500;
+        ProcessEcho server(options);
+        REQUIRE(server.started());
+        const pid_t pid = server.process().pid();
+        {
+            // Warm up whatever the server opens once (e.g. its first client).
+            RawClient warm;
+            REQUIRE(warm.open(server.port()));
+            CHECK(warm.sendClose(1000));
+            CHECK(warm.expectClose(1000).isClose());
+            CHECK(warm.expectTcpClosed().closed);
+        }
+        const int baseline = countFds(pid);
+        REQUIRE(baseline > 0);
+
+        for (int round = 0; round < 20; ++round) {
+            CAPTURE(round);
+            std::vector<RawClient> clients;
+            for (int way = 0; way < 8; ++way) {
+                RawClient c;
+                REQUIRE(c.connect(server.port()));
+                switch (way) {
+                case 0: // a clean close handshake
+                    REQUIRE(c.upgrade());
+                    c.sendClose(1000);
+                    break;
+                case 1: // TCP closed after the handshake
+                    REQUIRE(c.upgrade());
+                    break;
+                case 2: // reset after the handshake
+                    REQUIRE(c.upgrade());
+                    c.abort();
+                    break;
+                case 3: // reset in the middle of the request
+                    c.send("GET / HTTP/1.1\r\nHost: x\r\n");
+                    c.abort();
+                    break;
+                case 4: // a refused handshake
+                    c.send("POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+                    break;
+                case 5: // half a frame, then gone
+                    REQUIRE(c.upgrade());
+                    c.send(frame(opcode::binary, std::string(5000, 'x')).substr(0, 2000));
+                    break;
+                case 6: // a protocol error
+                    REQUIRE(c.upgrade());
+                    c.send(std::string("\x83\x80\x00\x00\x00\x00", 6));
+                    break;
+                default: // silent until the handshake timeout
+                    break;
+                }
+                clients.push_back(std::move(c));
+            }
+            clients.clear();
+        }
+        // Give the server time to notice every close and the silent ones'
+        // handshake timeout to pass.
+        int now = -1;
+        for (int i = 0; i < 300; ++i) {
+            now = countFds(pid);
+            if (now == baseline) {
+                break;
+            }
+            std::this_thread::sleep_for(20ms);
+        }
+        CHECK(now == baseline);
+        RawClient after;
+        CHECK(after.open(server.port()));
+        CHECK(after.sendText("still fine"));
+        CHECK(after.expectText("still fine"));
+    }
+}
