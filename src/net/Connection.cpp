@@ -225,6 +225,7 @@ const WebSocket::HeaderList& RequestInfo::headers() const {
 Connection::Connection(ServerState& server)
     : loop_(server.loop), server_(&server), protocol_(*this, server.limits) {
     handle_.data = this;
+    protocol_.setBufferCache(&loop_.messageCache);
 }
 
 Connection::~Connection() {
@@ -781,6 +782,9 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     if (written < gathered + total) {
         // Keep the rest, in order, for a write libuv does when it can.
         auto* op = new WriteOp;
+        if (gathered + total - written > directWriteThreshold) {
+            op->data.swap(loop_.spareWriteBuffer);
+        }
         op->data.reserve(gathered + total - written);
         std::size_t skip = written;
         for (unsigned i = 0; i < n; ++i) {
@@ -829,6 +833,16 @@ void Connection::startWrite(WriteOp* op) {
     writing_ = op;
 }
 
+void Connection::releaseWriteOp(WriteOp* op) {
+    std::string& spare = loop_.spareWriteBuffer;
+    if (op->data.capacity() > spare.capacity() &&
+        op->data.capacity() <= proto::BufferCache::maxRetained) {
+        op->data.clear();
+        spare.swap(op->data);
+    }
+    delete op;
+}
+
 void Connection::onWritten(uv_write_t* req, int status) {
     auto* c = static_cast<Connection*>(req->data);
     Busy busy(*c);
@@ -848,7 +862,7 @@ void Connection::onWritten(uv_write_t* req, int status) {
     }
     if (op->queued.empty() || c->phase_ == Phase::HandleClosing ||
         c->phase_ == Phase::HandleClosed) {
-        delete op;
+        c->releaseWriteOp(op);
     } else {
         // What waited goes next, in the same operation.
         op->data.swap(op->queued);

@@ -160,6 +160,8 @@ private:
     ClientInfo clientInfo() const;
     void flush();
     void startWrite(WriteOp* op);
+    /// Frees a finished write, keeping its buffer as the loop's spare.
+    void releaseWriteOp(WriteOp* op);
     void failWrite(int status);
     void beginDrain(std::uint64_t timeoutMs);
     void startShutdown();
@@ -200,7 +202,7 @@ private:
     bool readingPaused_ = false;
     bool draining_ = false;
     bool shutdownStarted_ = false;
-    bool closeInitiated_ = false; // we sent the first close frame
+    bool closeInitiated_ = false;  // we sent the first close frame
     bool reasonFromError_ = false; // closeReason() is error_'s message
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "net/DeadlineQueue.h"
+#include "proto/Protocol.h"
 
 #include <uv.h>
 
@@ -39,6 +40,10 @@ struct LoopData {
     /// time: reads are not nested.
     std::string corkBuffer;
     Connection* corkOwner = nullptr;
+    /// A spare large buffer for message assembly, and one for the unwritten
+    /// tail of a large write: reused rather than allocated per message.
+    proto::BufferCache messageCache;
+    std::string spareWriteBuffer;
     /// Connections waiting for a peer's close frame, FIN or a flush.
     net::DeadlineQueue closeQueue;
     uv_idle_t deferIdle;

@@ -156,6 +156,7 @@ std::uint8_t* Protocol::continueFrame(std::uint8_t* p, std::uint8_t* end) {
         fail(Error::InvalidUtf8);
         return nullptr;
     }
+    takeSpareFor(frameLength_);
     message_.append(reinterpret_cast<const char*>(p), size);
     remaining_ -= size;
     p += size;
@@ -202,6 +203,7 @@ bool Protocol::handleData(bool fin, std::uint8_t* payload, std::size_t size) {
         handler_.onMessage(type, payload, size);
         return state_ != State::Closed;
     }
+    takeSpareFor(size);
     message_.append(reinterpret_cast<const char*>(payload), size);
     if (deliverFrames_) {
         handler_.onFrame(type, payload, size, fin);
@@ -243,10 +245,25 @@ bool Protocol::deliverMessage() {
 }
 
 void Protocol::releaseMessage() noexcept {
-    if (message_.capacity() > retainedCapacity) {
-        std::string().swap(message_);
-    } else {
+    if (message_.capacity() <= retainedCapacity) {
         message_.clear();
+        return;
+    }
+    if (cache_ != nullptr && message_.capacity() <= BufferCache::maxRetained &&
+        message_.capacity() > cache_->spare.capacity()) {
+        message_.clear();
+        cache_->spare.swap(message_);
+    }
+    std::string().swap(message_);
+}
+
+// A large frame starts a buffer: take the loop's spare one if it is free.
+// Small frames do not, so that a connection that trickles a small message
+// never holds the large buffer.
+void Protocol::takeSpareFor(std::uint64_t frameLength) noexcept {
+    if (cache_ != nullptr && frameLength > retainedCapacity && message_.empty() &&
+        cache_->spare.capacity() > message_.capacity()) {
+        message_.swap(cache_->spare);
     }
 }
 

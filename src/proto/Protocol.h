@@ -25,6 +25,16 @@ struct ProtocolLimits {
     std::uint64_t maxMessageSize = 16 * 1024 * 1024;
 };
 
+/// One spare large buffer that the connections of a loop share. A large
+/// message's assembly buffer goes back here rather than to the allocator, so
+/// the next large message reuses its pages instead of faulting in new ones,
+/// while an idle connection holds nothing. Only memory: no I/O.
+struct BufferCache {
+    /// Buffers above this capacity are freed, not kept.
+    static constexpr std::size_t maxRetained = 8 * 1024 * 1024;
+    std::string spare;
+};
+
 /// What the core reports. Every call is synchronous, from inside
 /// Protocol::receive() or a Protocol::send* function. Views passed in are valid
 /// only during the call.
@@ -106,6 +116,8 @@ public:
     /// message whose first frame has RSV1 is passed on as received, without
     /// UTF-8 validation: that belongs after inflating.
     void setRsv1Allowed(bool on) noexcept { rsv1Allowed_ = on; }
+    /// Shares `cache` (which must outlive this) for large assembly buffers.
+    void setBufferCache(BufferCache* cache) noexcept { cache_ = cache; }
 
 private:
     std::uint8_t* continueFrame(std::uint8_t* p, std::uint8_t* end);
@@ -117,10 +129,12 @@ private:
     void fail(Error error);
     void sendCloseFrame(std::uint16_t code, std::string_view reason);
     void releaseMessage() noexcept;
+    void takeSpareFor(std::uint64_t frameLength) noexcept;
 
     // Implementation state; see Protocol.cpp. Keep it small: this object is
     // part of every connection (128 bytes on LP64).
     ProtocolHandler& handler_;
+    BufferCache* cache_ = nullptr;
     ProtocolLimits limits_;
     // The fragments of the message in progress, and what has arrived of a
     // data frame split across reads. A control frame split across reads is
