@@ -244,6 +244,11 @@ bool Protocol::deliverMessage() {
     return true;
 }
 
+const std::string& Protocol::noReason() noexcept {
+    static const std::string none;
+    return none;
+}
+
 void Protocol::releaseMessage() noexcept {
     if (message_.capacity() <= retainedCapacity) {
         message_.clear();
@@ -310,8 +315,9 @@ bool Protocol::handleClose(const std::uint8_t* payload, std::size_t size) {
         }
         reason = {reinterpret_cast<const char*>(payload + 2), size - 2};
     }
-    // Copy the reason before the buffer that holds it may be freed.
-    closeReason_.assign(reason);
+    // Once Closed, message_ holds the close reason and nothing else. Copy the
+    // reason first: it may point into message_.
+    std::string kept(reason);
     closeCode_ = code;
     const bool echo = state_ == State::Open;
     state_ = State::Closed;
@@ -319,26 +325,27 @@ bool Protocol::handleClose(const std::uint8_t* payload, std::size_t size) {
         // §5.5.1: answer with a close frame, echoing the code (none for 1005).
         sendCloseFrame(size >= 2 ? code : 0, {});
     }
-    std::string().swap(message_);
+    message_ = std::move(kept);
     remaining_ = 0;
     headerSize_ = 0;
-    handler_.onClose(code, closeReason_);
+    handler_.onClose(code, message_);
     return false;
 }
 
 // §7.1.7: Fail the WebSocket Connection.
 void Protocol::fail(Error error) {
     const auto code = static_cast<std::uint16_t>(closeCodeFor(error));
-    closeReason_ = make_error_code(error).message();
-    closeReason_.resize(cutAtCharBoundary(closeReason_, maxCloseReason));
+    // Once Closed, message_ holds the close reason and nothing else.
+    std::string reason = make_error_code(error).message();
+    reason.resize(cutAtCharBoundary(reason, maxCloseReason));
     closeCode_ = code;
     const bool sendClose = state_ == State::Open;
     state_ = State::Closed;
     if (sendClose) {
         // Unless we have already sent one, a close frame goes out first.
-        sendCloseFrame(code, closeReason_);
+        sendCloseFrame(code, reason);
     }
-    std::string().swap(message_);
+    message_ = std::move(reason);
     remaining_ = 0;
     headerSize_ = 0;
     inMessage_ = false;

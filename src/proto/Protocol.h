@@ -105,7 +105,9 @@ public:
     bool closeExpected() const noexcept { return state_ == State::Closing; }
     /// The code and reason of the peer's close frame, or of the failure.
     std::uint16_t closeCode() const noexcept { return closeCode_; }
-    const std::string& closeReason() const noexcept { return closeReason_; }
+    const std::string& closeReason() const noexcept {
+        return state_ == State::Closed ? message_ : noReason();
+    }
 
     /// Whether onFrame is called. Off by default: frames cost nothing then.
     void setDeliverFrames(bool on) noexcept { deliverFrames_ = on; }
@@ -129,6 +131,7 @@ private:
     void fail(Error error);
     void sendCloseFrame(std::uint16_t code, std::string_view reason);
     void releaseMessage() noexcept;
+    static const std::string& noReason() noexcept;
     void takeSpareFor(std::uint64_t frameLength) noexcept;
 
     // Implementation state; see Protocol.cpp. Keep it small: this object is
@@ -140,7 +143,6 @@ private:
     // data frame split across reads. A control frame split across reads is
     // appended after them and cut off again once handled.
     std::string message_;
-    std::string closeReason_;
     std::uint64_t frameLength_ = 0; // payload length of a frame split across reads
     std::uint64_t remaining_ = 0;   // its payload bytes still to come
     // A partial frame header. While a frame's payload spans reads, bytes
