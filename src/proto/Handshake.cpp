@@ -4,9 +4,9 @@
 #include <mbedtls/sha1.h>
 
 #include <algorithm>
-#include <cctype>
 #include <array>
 #include <cassert>
+#include <cctype>
 #include <charconv>
 
 namespace wsgate::proto {
@@ -397,9 +397,8 @@ bool normalizeTarget(HandshakeRequest& request) {
         return false;
     }
     std::size_t pathStart = target.find_first_of("/?", schemeEnd);
-    std::string authority =
-        target.substr(schemeEnd, pathStart == std::string::npos ? std::string::npos
-                                                                : pathStart - schemeEnd);
+    std::string authority = target.substr(
+        schemeEnd, pathStart == std::string::npos ? std::string::npos : pathStart - schemeEnd);
     if (authority.empty()) {
         return false;
     }

@@ -31,7 +31,7 @@ struct HandshakeRequest {
     /// The resource name: path and query. An absolute-form target
     /// (RFC 7230 §5.3.2) is reduced to its path, and its authority becomes host.
     std::string target;
-    std::string host;   ///< The Host header.
+    std::string host; ///< The Host header.
     /// The Origin header, or the Sec-WebSocket-Origin of drafts 8 to 10 when
     /// Origin is absent; empty when both are.
     std::string origin;
