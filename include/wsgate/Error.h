@@ -49,6 +49,7 @@ enum class Error {
     ClosedWithoutCloseFrame, ///< The peer closed TCP without a close frame (1006).
     CloseTimeout,            ///< The peer did not answer our close frame in time (1006).
     SlowConsumer,            ///< The peer reads too slowly; its output passed the limit (1008).
+    MessageTimeout,          ///< A message was not complete within the message timeout (1008).
     TlsHandshakeFailed,      ///< The TLS handshake failed (1015).
     TlsError,                ///< A TLS record failed after the handshake (1006).
     OperationNotPermitted,   ///< The call is not allowed in the current state.

@@ -93,6 +93,13 @@ public:
     std::chrono::milliseconds handshakeTimeout() const noexcept;
     int handshakeTimeoutMS() const noexcept { return static_cast<int>(handshakeTimeout().count()); }
 
+    /// How long a message may take from its first byte to its last, given to
+    /// each new connection. Default 60 s; 0 disables. A message still
+    /// incomplete then fails its connection with 1008 (Qt resets its timer
+    /// on every byte, so a peer that trickles keeps a frame open forever).
+    void setMessageTimeout(std::chrono::milliseconds timeout) noexcept;
+    std::chrono::milliseconds messageTimeout() const noexcept;
+
     /// The subprotocols the server speaks; each handshake gets the first of
     /// the client's offers that is in this list.
     void setSupportedSubprotocols(std::vector<std::string> protocols);

@@ -137,6 +137,10 @@ public:
     bool setOutgoingFrameSize(std::uint64_t size);
     std::uint64_t outgoingFrameSize() const noexcept;
     static constexpr std::uint64_t maxOutgoingFrameSize() noexcept { return 1ULL << 31; }
+    /// How long a message may take from its first byte to its last (see
+    /// Server::setMessageTimeout); 0 disables. Applies from the next message.
+    void setMessageTimeout(std::chrono::milliseconds timeout) noexcept;
+    std::chrono::milliseconds messageTimeout() const noexcept;
     /// How long close() waits for the peer's close frame. Default 5 s.
     void setCloseTimeout(std::chrono::milliseconds timeout) noexcept;
     std::chrono::milliseconds closeTimeout() const noexcept;

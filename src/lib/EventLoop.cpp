@@ -31,6 +31,9 @@ LoopData::LoopData(uv_loop_t* existing)
       readBuffer(new std::uint8_t[readBufferSize]),
       closeQueue(
           loop, [](net::DeadlineEntry& entry, void*) { Connection::onCloseDeadline(entry); },
+          nullptr),
+      messageQueue(
+          loop, [](net::DeadlineEntry& entry, void*) { Connection::onMessageDeadline(entry); },
           nullptr) {
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
@@ -38,6 +41,7 @@ LoopData::LoopData(uv_loop_t* existing)
 
 LoopData::~LoopData() {
     closeQueue.close(nullptr);
+    messageQueue.close(nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&deferIdle), nullptr);
     // Let the two close callbacks run, and anything else still closing.
     uv_run(loop, UV_RUN_NOWAIT);

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdint>
 
 namespace wsgate {
 namespace detail {
@@ -311,6 +313,15 @@ void Server::setHandshakeTimeout(std::chrono::milliseconds timeout) noexcept {
 
 std::chrono::milliseconds Server::handshakeTimeout() const noexcept {
     return std::chrono::milliseconds(state_->handshakeTimeoutMs);
+}
+
+void Server::setMessageTimeout(std::chrono::milliseconds timeout) noexcept {
+    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
+    state_->messageTimeoutMs = static_cast<std::uint32_t>(ms);
+}
+
+std::chrono::milliseconds Server::messageTimeout() const noexcept {
+    return std::chrono::milliseconds(state_->messageTimeoutMs);
 }
 
 void Server::setSupportedSubprotocols(std::vector<std::string> protocols) {

@@ -44,6 +44,7 @@ struct ServerState {
     proto::ProtocolLimits limits;
     std::size_t maxHandshakeSize = proto::defaultMaxHeaderBytes;
     std::int64_t handshakeTimeoutMs = 10000;
+    std::uint32_t messageTimeoutMs = 60000;
     int maxPending = 30;
     int openHandles = 1; // the handshake timer
     Server::SslMode mode;

@@ -69,6 +69,15 @@ void WebSocket::setCloseTimeout(std::chrono::milliseconds timeout) noexcept {
     connection_->closeTimeoutMs = static_cast<std::uint32_t>(ms);
 }
 
+void WebSocket::setMessageTimeout(std::chrono::milliseconds timeout) noexcept {
+    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
+    connection_->messageTimeoutMs = static_cast<std::uint32_t>(ms);
+}
+
+std::chrono::milliseconds WebSocket::messageTimeout() const noexcept {
+    return std::chrono::milliseconds(connection_->messageTimeoutMs);
+}
+
 std::chrono::milliseconds WebSocket::closeTimeout() const noexcept {
     return std::chrono::milliseconds(connection_->closeTimeoutMs);
 }

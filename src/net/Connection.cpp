@@ -223,7 +223,8 @@ const WebSocket::HeaderList& RequestInfo::headers() const {
 }
 
 Connection::Connection(ServerState& server)
-    : loop_(server.loop), server_(&server), protocol_(*this, server.limits) {
+    : messageTimeoutMs(server.messageTimeoutMs), loop_(server.loop), server_(&server),
+      protocol_(*this, server.limits) {
     handle_.data = this;
     protocol_.setBufferCache(&loop_.messageCache);
 }
@@ -321,12 +322,45 @@ void Connection::onBytes(std::uint8_t* data, std::size_t size) {
     Busy busy(*this);
     // Gather every frame written while this batch is processed into one write.
     cork();
+    messageDelivered_ = false;
     if (tls_) {
         tls_->session.receive(data, size);
     } else {
         processInput(data, size);
     }
+    updateMessageDeadline();
     uncork();
+}
+
+void Connection::updateMessageDeadline() {
+    if (phase_ != Phase::Open || protocol_.state() == proto::Protocol::State::Closed) {
+        return;
+    }
+    bool incomplete = protocol_.midMessage();
+    if (messageDeadline_ && (!incomplete || messageDelivered_)) {
+        // The message it timed has ended.
+        unlink();
+        messageDeadline_ = false;
+    }
+    if (incomplete && !linked() && messageTimeoutMs != 0) {
+        loop_.messageQueue.add(*this, messageTimeoutMs);
+        messageDeadline_ = true;
+    }
+}
+
+void Connection::armCloseDeadline(std::uint64_t timeoutMs) {
+    // The entry leaves the message queue, if it was there.
+    messageDeadline_ = false;
+    loop_.closeQueue.add(*this, timeoutMs);
+}
+
+void Connection::onMessageDeadline(net::DeadlineEntry& entry) {
+    auto& c = static_cast<Connection&>(entry);
+    Busy busy(c);
+    c.messageDeadline_ = false;
+    c.cork();
+    c.protocol_.failConnection(Error::MessageTimeout);
+    c.uncork();
 }
 
 void Connection::processInput(std::uint8_t* data, std::size_t size) {
@@ -437,7 +471,9 @@ void Connection::runDeferred() {
         std::string rest = std::move(handshake_->rest);
         handshake_.reset();
         cork();
+        messageDelivered_ = false;
         processInput(reinterpret_cast<std::uint8_t*>(rest.data()), rest.size());
+        updateMessageDeadline();
         uncork();
     }
     handshake_.reset();
@@ -469,7 +505,7 @@ void Connection::detach() {
     if (phase_ == Phase::Open && protocol_.state() == proto::Protocol::State::Open) {
         closeInitiated_ = true;
         protocol_.sendClose(static_cast<std::uint16_t>(CloseCode::CloseCodeGoingAway), {});
-        loop_.closeQueue.add(*this, lingerTimeoutMs);
+        armCloseDeadline(lingerTimeoutMs);
         flush();
     }
 }
@@ -509,7 +545,7 @@ void Connection::close(CloseCode code, std::string_view reason) {
         return; // closed from inside aboutToClose
     }
     protocol_.sendClose(static_cast<std::uint16_t>(code), reason);
-    loop_.closeQueue.add(*this, closeTimeoutMs);
+    armCloseDeadline(closeTimeoutMs);
     emitStateChanged(SocketState::ClosingState);
     flush();
 }
@@ -594,6 +630,7 @@ void Connection::emitAboutToClose() {
 }
 
 void Connection::onMessage(proto::MessageType type, std::uint8_t* data, std::size_t size) {
+    messageDelivered_ = true;
     auto& callback = type == proto::MessageType::Text ? textMessage : binaryMessage;
     if (socket_ != nullptr && callback) {
         callback(std::string_view(reinterpret_cast<const char*>(data), size));
@@ -891,7 +928,7 @@ void Connection::beginDrain(std::uint64_t timeoutMs) {
         // A refused handshake has no protocol to keep reading through.
         phase_ = Phase::Draining;
     }
-    loop_.closeQueue.add(*this, timeoutMs);
+    armCloseDeadline(timeoutMs);
     updateReading();
     if (!corked_) {
         flush();

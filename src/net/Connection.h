@@ -109,6 +109,7 @@ public:
     std::string closeReason() const;
     std::error_code error() const noexcept { return error_; }
     std::uint32_t closeTimeoutMs = 5000;
+    std::uint32_t messageTimeoutMs = 60000; // 0: none
     std::uint32_t outgoingFrameSize = 512 * 1024;
 
     /// The callbacks live here, not in the WebSocket: a callback may destroy
@@ -121,6 +122,7 @@ public:
 
     // From the loop.
     static void onCloseDeadline(net::DeadlineEntry& entry);
+    static void onMessageDeadline(net::DeadlineEntry& entry);
     void runDeferred();
 
     /// The TLS session of a wss:// connection, null for ws://.
@@ -169,6 +171,10 @@ private:
     void setError(Error error);
     void maybeFree();
     void updateReading();
+    /// After a read batch: a message left incomplete has a deadline from
+    /// when it began; trickling bytes does not move it.
+    void updateMessageDeadline();
+    void armCloseDeadline(std::uint64_t timeoutMs);
     void emitStateChanged(SocketState state);
     void emitAboutToClose();
 
@@ -202,8 +208,10 @@ private:
     bool readingPaused_ = false;
     bool draining_ = false;
     bool shutdownStarted_ = false;
-    bool closeInitiated_ = false;  // we sent the first close frame
-    bool reasonFromError_ = false; // closeReason() is error_'s message
+    bool closeInitiated_ = false;   // we sent the first close frame
+    bool reasonFromError_ = false;  // closeReason() is error_'s message
+    bool messageDeadline_ = false;  // linked into the loop's messageQueue
+    bool messageDelivered_ = false; // a message completed in this read batch
 };
 
 } // namespace wsgate::detail

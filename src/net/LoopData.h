@@ -46,6 +46,10 @@ struct LoopData {
     std::string spareWriteBuffer;
     /// Connections waiting for a peer's close frame, FIN or a flush.
     net::DeadlineQueue closeQueue;
+    /// Connections with a message begun and not finished (see
+    /// Server::setMessageTimeout). A queue of its own, so that its one
+    /// timeout keeps inserts at the tail.
+    net::DeadlineQueue messageQueue;
     uv_idle_t deferIdle;
     std::vector<Connection*> deferred;
     std::vector<Connection*>* deferredRunning = nullptr; // the batch being run

@@ -51,6 +51,7 @@ constexpr ErrorInfo errorTable[] = {
      0},
     {"peer did not answer the close frame in time", CloseCode::CloseCodeAbnormalDisconnection, 0},
     {"peer reads too slowly", CloseCode::CloseCodePolicyViolated, 0},
+    {"message not complete within the message timeout", CloseCode::CloseCodePolicyViolated, 0},
     {"TLS handshake failed", CloseCode::CloseCodeTlsHandshakeFailed, 0},
     {"TLS error", CloseCode::CloseCodeAbnormalDisconnection, 0},
     {"operation not permitted in this state", CloseCode::CloseCodeAbnormalDisconnection, 0},

@@ -332,6 +332,12 @@ bool Protocol::handleClose(const std::uint8_t* payload, std::size_t size) {
     return false;
 }
 
+void Protocol::failConnection(Error error) {
+    if (state_ != State::Closed) {
+        fail(error);
+    }
+}
+
 // §7.1.7: Fail the WebSocket Connection.
 void Protocol::fail(Error error) {
     const auto code = static_cast<std::uint16_t>(closeCodeFor(error));

@@ -100,6 +100,12 @@ public:
     bool sendClose(std::uint16_t code, std::string_view reason);
 
     State state() const noexcept { return state_; }
+    /// True while a frame or a fragmented message is only partly received.
+    bool midMessage() const noexcept { return inMessage_ || headerSize_ != 0 || remaining_ != 0; }
+    /// Fails the connection for a reason the glue found (§7.1.7), e.g. a
+    /// message timeout: as a protocol violation would, with
+    /// closeCodeFor(error). Does nothing once Closed.
+    void failConnection(Error error);
     /// True while we wait for the peer's answer to our close frame: the glue
     /// arms its close timer.
     bool closeExpected() const noexcept { return state_ == State::Closing; }
