@@ -60,18 +60,18 @@ TEST_SUITE("message timeout") {
         TimeoutServer s(400ms);
         RawClient client;
         REQUIRE(client.open(s.port));
-        const std::string frame = buildFrame(FrameSpec{opcode::text, std::string(100, 'x')});
+        const std::string bytes = frame(opcode::text, std::string(100, 'x'));
         const auto start = Clock::now();
         // The header and a few bytes, then one byte every 100 ms: each byte
         // would reset a per-byte idle timer; the deadline must not move.
-        REQUIRE(client.send(frame.substr(0, 10)));
+        REQUIRE(client.send(bytes.substr(0, 10)));
         ReceivedFrame answer;
-        for (std::size_t i = 10; i < frame.size(); ++i) {
+        for (std::size_t i = 10; i < bytes.size(); ++i) {
             answer = client.readFrame(100ms);
             if (answer.status != ReadStatus::Timeout) {
                 break;
             }
-            if (!client.send(frame.substr(i, 1))) {
+            if (!client.send(bytes.substr(i, 1))) {
                 break;
             }
         }
@@ -109,10 +109,10 @@ TEST_SUITE("message timeout") {
         int count = 0;
         while (Clock::now() < until) {
             const std::string payload = "message " + std::to_string(count);
-            const std::string frame = buildFrame(FrameSpec{opcode::text, payload});
-            REQUIRE(client.send(frame.substr(0, 4)));
+            const std::string bytes = frame(opcode::text, payload);
+            REQUIRE(client.send(bytes.substr(0, 4)));
             std::this_thread::sleep_for(50ms);
-            REQUIRE(client.send(frame.substr(4)));
+            REQUIRE(client.send(bytes.substr(4)));
             REQUIRE(client.expectText(payload, 1s));
             ++count;
         }
@@ -135,10 +135,10 @@ TEST_SUITE("message timeout") {
         TimeoutServer s(0ms);
         RawClient client;
         REQUIRE(client.open(s.port));
-        const std::string frame = buildFrame(FrameSpec{opcode::binary, std::string(50, 'y')});
-        REQUIRE(client.send(frame.substr(0, 20)));
+        const std::string bytes = frame(opcode::binary, std::string(50, 'y'));
+        REQUIRE(client.send(bytes.substr(0, 20)));
         CHECK(client.quietFor(500ms));
-        REQUIRE(client.send(frame.substr(20)));
+        REQUIRE(client.send(bytes.substr(20)));
         CHECK(client.expectBinary(std::string(50, 'y')));
     }
 }
