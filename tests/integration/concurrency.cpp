@@ -185,7 +185,15 @@ TEST_SUITE("Concurrency") {
             CHECK(warm.expectClose(1000).isClose());
             CHECK(warm.expectTcpClosed().closed);
         }
-        const int baseline = countFds(pid);
+        // The server may still be finishing the warm-up connection: take the
+        // baseline once the count has held still for 200 ms.
+        int baseline = countFds(pid);
+        for (int stable = 0, i = 0; stable < 10 && i < 250; ++i) {
+            std::this_thread::sleep_for(20ms);
+            const int count = countFds(pid);
+            stable = count == baseline ? stable + 1 : 0;
+            baseline = count;
+        }
         REQUIRE(baseline > 0);
 
         for (int round = 0; round < 20; ++round) {
