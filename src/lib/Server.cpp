@@ -95,6 +95,19 @@ bool ServerState::openListener() {
     return true;
 }
 
+bool ServerState::startListening(int rc) {
+    if (rc == 0) {
+        rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener), listenBacklog, onConnection);
+    }
+    if (rc < 0) {
+        closeListener();
+        setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
+        return false;
+    }
+    listening = true;
+    return true;
+}
+
 void ServerState::closeListener() {
     if (listener == nullptr) {
         return;
@@ -169,17 +182,7 @@ bool Server::listen(const std::string& address, std::uint16_t port) {
         uv_ip4_addr("0.0.0.0", port, reinterpret_cast<sockaddr_in*>(&storage));
         rc = uv_tcp_bind(s.listener, sa, 0);
     }
-    if (rc == 0) {
-        rc = uv_listen(reinterpret_cast<uv_stream_t*>(s.listener), detail::listenBacklog,
-                       ServerState::onConnection);
-    }
-    if (rc < 0) {
-        s.closeListener();
-        s.setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
-        return false;
-    }
-    s.listening = true;
-    return true;
+    return s.startListening(rc);
 }
 
 void Server::close() {
@@ -365,18 +368,7 @@ bool Server::setSocketDescriptor(int fd) {
     if (!s.openListener()) {
         return false;
     }
-    int rc = uv_tcp_open(s.listener, fd);
-    if (rc == 0) {
-        rc = uv_listen(reinterpret_cast<uv_stream_t*>(s.listener), detail::listenBacklog,
-                       ServerState::onConnection);
-    }
-    if (rc < 0) {
-        s.closeListener();
-        s.setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
-        return false;
-    }
-    s.listening = true;
-    return true;
+    return s.startListening(uv_tcp_open(s.listener, fd));
 }
 
 int Server::socketDescriptor() const {

@@ -28,6 +28,9 @@ struct ServerState {
     void setError(CloseCode code, std::string text);
     /// Makes a listener handle; false with the error set when it cannot.
     bool openListener();
+    /// Listens on the open listener unless `rc` (of binding or adopting it)
+    /// is an error; on any error closes it and sets the error.
+    bool startListening(int rc);
     void closeListener();
     /// Closes the handles and frees this once they are closed.
     void destroy();

@@ -235,31 +235,26 @@ Connection::~Connection() {
 }
 
 int Connection::accept(ServerState& server, uv_stream_t* listener) {
-    auto* c = new Connection(server);
-    int rc = uv_tcp_init(server.loop.loop, &c->handle_);
-    if (rc < 0) {
-        delete c;
-        return rc;
-    }
-    rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->handle_));
-    if (rc < 0) {
-        c->server_ = nullptr;
-        c->closeHandle();
-        return rc;
-    }
-    return c->start(
-        static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs));
+    return create(server, [listener](uv_tcp_t* handle) {
+        return uv_accept(listener, reinterpret_cast<uv_stream_t*>(handle));
+    });
 }
 
 int Connection::adopt(ServerState& server, int fd) {
+    return create(server, [fd](uv_tcp_t* handle) { return uv_tcp_open(handle, fd); });
+}
+
+template <class Attach>
+int Connection::create(ServerState& server, Attach attach) {
     auto* c = new Connection(server);
     int rc = uv_tcp_init(server.loop.loop, &c->handle_);
     if (rc < 0) {
         delete c;
         return rc;
     }
-    rc = uv_tcp_open(&c->handle_, fd);
+    rc = attach(&c->handle_);
     if (rc < 0) {
+        // The handle is initialized: it is freed through its close callback.
         c->server_ = nullptr;
         c->closeHandle();
         return rc;

@@ -138,6 +138,9 @@ private:
     struct TlsState;
     friend struct TlsState;
 
+    /// A connection on a new handle that `attach` connects to its socket.
+    template <class Attach>
+    static int create(ServerState& server, Attach attach);
     int start(std::uint64_t handshakeTimeoutMs);
     static void onAlloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
     static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
