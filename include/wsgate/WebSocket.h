@@ -115,7 +115,11 @@ public:
     /// Whether the client resumed an earlier TLS session with a ticket.
     bool sslSessionResumed() const noexcept;
 
-    /// Bytes queued for the socket and not yet written.
+    /// Bytes queued for the socket and not yet written. While more than 1 MiB
+    /// waits, the peer is not read (so a peer that does not read cannot make
+    /// its pongs, or an echo of its messages, grow the queue); reading
+    /// resumes when half of it is written. What the application sends on its
+    /// own is queued whatever the size: watch this and onBytesWritten.
     std::size_t bytesToWrite() const noexcept;
     /// Stops reading from the peer (backpressure: e.g. while a consumer of
     /// the messages is slow). Messages already read are still delivered.

@@ -19,6 +19,11 @@ namespace {
 /// last bytes are out. Past it the socket is simply closed.
 constexpr std::uint64_t lingerTimeoutMs = 2000;
 
+/// While more than this waits behind a write, the peer is not read: its
+/// pings and whatever an application echoes cannot grow our memory when it
+/// does not read its own. Reading resumes once half of it is out.
+constexpr std::size_t readPauseThreshold = 1024 * 1024;
+
 /// A frame whose payload is at least this large is written at once even
 /// inside a read batch, rather than copied into the batch's buffer.
 constexpr std::size_t directWriteThreshold = 16 * 1024;
@@ -283,7 +288,8 @@ void Connection::updateReading() {
         break;
     case Phase::Open:
         // Bytes read past the request go first (runDeferred), then new ones.
-        want = !readingPaused_ && !(handshake_ && !handshake_->rest.empty());
+        want =
+            !readingPaused_ && !outputBackpressure_ && !(handshake_ && !handshake_->rest.empty());
         break;
     case Phase::Draining:
         want = true; // to see the peer's close frame and FIN
@@ -788,6 +794,7 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
         for (unsigned i = 0; i < count; ++i) {
             writing_->queued.append(bufs[i].base, bufs[i].len);
         }
+        checkBackpressure();
         return;
     }
     std::size_t total = 0;
@@ -838,6 +845,7 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
             skip = 0;
         }
         startWrite(op);
+        checkBackpressure();
     }
     if (gathered > 0) {
         cork.clear();
@@ -873,6 +881,16 @@ void Connection::startWrite(WriteOp* op) {
         return;
     }
     writing_ = op;
+}
+
+void Connection::checkBackpressure() {
+    std::size_t waiting = writing_ != nullptr ? writing_->data.size() + writing_->queued.size() : 0;
+    bool pause =
+        outputBackpressure_ ? waiting > readPauseThreshold / 2 : waiting > readPauseThreshold;
+    if (pause != outputBackpressure_) {
+        outputBackpressure_ = pause;
+        updateReading();
+    }
 }
 
 void Connection::releaseWriteOp(WriteOp* op) {
@@ -911,6 +929,7 @@ void Connection::onWritten(uv_write_t* req, int status) {
         op->queued.clear();
         c->startWrite(op);
     }
+    c->checkBackpressure();
     c->flush();
 }
 

@@ -167,6 +167,8 @@ private:
     void startWrite(WriteOp* op);
     /// Frees a finished write, keeping its buffer as the loop's spare.
     void releaseWriteOp(WriteOp* op);
+    /// Stops reading the peer while too much waits to be written to it.
+    void checkBackpressure();
     void failWrite(int status);
     void beginDrain(std::uint64_t timeoutMs);
     void startShutdown();
@@ -211,10 +213,11 @@ private:
     bool readingPaused_ = false;
     bool draining_ = false;
     bool shutdownStarted_ = false;
-    bool closeInitiated_ = false;   // we sent the first close frame
-    bool reasonFromError_ = false;  // closeReason() is error_'s message
-    bool messageDeadline_ = false;  // linked into the loop's messageQueue
-    bool messageDelivered_ = false; // a message completed in this read batch
+    bool closeInitiated_ = false;     // we sent the first close frame
+    bool reasonFromError_ = false;    // closeReason() is error_'s message
+    bool messageDeadline_ = false;    // linked into the loop's messageQueue
+    bool outputBackpressure_ = false; // not reading: too much waits to be written
+    bool messageDelivered_ = false;   // a message completed in this read batch
 };
 
 } // namespace wsgate::detail
