@@ -17,6 +17,8 @@ jobs=$(nproc)
 fuzz_seconds=${FUZZ_SECONDS:-30}
 
 step() { printf '\n==== %s\n' "$*"; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
 step "format check"
 git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
@@ -24,12 +26,12 @@ git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
 step "release build and tests"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
-ctest --preset release -j "$jobs"
+ctest --preset release -j "$jobs" | tee -a "$log"
 
 step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 cmake --preset asan-ubsan >/dev/null
 cmake --build --preset asan-ubsan -j "$jobs"
-ctest --preset asan-ubsan -j "$jobs"
+ctest --preset asan-ubsan -j "$jobs" | tee -a "$log"
 
 step "libFuzzer targets, ${fuzz_seconds}s each"
 cmake --preset fuzz >/dev/null
@@ -39,6 +41,7 @@ for target in handshake frames; do
     cp -r "tests/fuzz/corpus/$target/." "$work/"
     dict=()
     [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="tests/fuzz/$target.dict")
+    echo "-- ${target}_fuzz"
     "build/fuzz/tests/fuzz/${target}_fuzz" "${dict[@]}" -max_total_time="$fuzz_seconds" \
         -print_final_stats=1 "$work" 2>&1 | tail -n 12
     rm -rf "$work"
@@ -50,3 +53,7 @@ if [[ "${SKIP_BENCH:-0}" != 1 && -x bench/run ]]; then
 fi
 
 step "all tests passed"
+# One closing line for both ctest runs (release, then sanitizers).
+total=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log" |
+    awk '{ n += $1 } END { print n + 0 }')
+echo "all: $total passed, 0 failed"
