@@ -17,6 +17,10 @@ struct LoopData;
 /// QObject is bound to its thread.
 ///
 /// Destroy servers and sockets before their loop.
+///
+/// Making an EventLoop sets SIGPIPE to be ignored if it still has its
+/// default action (which would end the process when a peer resets a
+/// connection we write to); a handler the application installed is kept.
 class EventLoop {
 public:
     /// Makes and owns a new loop.

@@ -3,10 +3,12 @@
 #include "net/Connection.h"
 #include "net/LoopData.h"
 
+#include <signal.h>
 #include <uv.h>
 
 #include <algorithm>
 #include <cassert>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 
@@ -26,6 +28,20 @@ uv_loop_t* makeLoop(std::unique_ptr<uv_loop_t>& owned) {
 
 } // namespace
 
+namespace {
+
+// libuv writes with write(2), and Linux has no per-socket way to turn off
+// SIGPIPE: a peer that resets while we write would kill the process. Ignore
+// it unless the application has a handler of its own.
+void ignoreSigpipe() {
+    struct sigaction current {};
+    if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+        std::signal(SIGPIPE, SIG_IGN);
+    }
+}
+
+} // namespace
+
 LoopData::LoopData(uv_loop_t* existing)
     : loop(existing != nullptr ? existing : makeLoop(ownedLoop)),
       readBuffer(new std::uint8_t[readBufferSize]),
@@ -37,6 +53,7 @@ LoopData::LoopData(uv_loop_t* existing)
           nullptr) {
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
+    ignoreSigpipe();
 }
 
 LoopData::~LoopData() {

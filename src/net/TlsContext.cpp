@@ -307,9 +307,9 @@ bool TlsContext::initIdentities(const SslConfiguration& configuration, std::stri
         }
         sni_.push_back(std::move(sni));
     }
-    if (!sni_.empty()) {
-        mbedtls_ssl_conf_sni(&config_, &TlsContext::onSni, this);
-    }
+    // Always: the name the client asked for is reported even when no SNI
+    // certificate is configured.
+    mbedtls_ssl_conf_sni(&config_, &TlsContext::onSni, this);
     if (anySuiteNeedsCertificate_ && !identity_ && sni_.empty()) {
         error = "no local certificate chain and key (only pure PSK suites can do without)";
         return false;
@@ -464,11 +464,15 @@ int TlsContext::onSni(void* self, mbedtls_ssl_context* ssl, const unsigned char*
     auto* session = static_cast<TlsSession*>(ssl->p_bio);
     // RFC 6066 §3: a host name is at most 255 bytes.
     if (size == 0 || size > 255) {
-        return context->identity_ ? 0 : -1;
+        return context->identity_ || context->sni_.empty() ? 0 : -1;
     }
     const std::string lower =
         lowerCase(std::string_view(reinterpret_cast<const char*>(name), size));
     session->serverName_ = lower;
+    if (context->sni_.empty()) {
+        // Nothing to choose: the default certificate, or none for pure PSK.
+        return 0;
+    }
     Identity* identity = context->findSniIdentity(lower);
     if (identity == nullptr) {
         // No entry: the default certificate, or unrecognized_name without one.
