@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "support/EchoTargets.h"
 #include "support/RawClient.h"
+#include "support/TlsTestMode.h"
 
 #include <chrono>
 #include <doctest/doctest.h>
@@ -198,8 +199,8 @@ TEST_SUITE("RFC 6455 4.2.2 accepting a handshake") {
         REQUIRE(server.waitForSockets(1));
         server.call([&](InProcessEcho::State& s) {
             CHECK(s.sockets[0]->resourceName() == "/chat?room=1");
-            CHECK(s.sockets[0]->requestUrl() ==
-                  "ws://127.0.0.1:" + std::to_string(server.port()) + "/chat?room=1");
+            CHECK(s.sockets[0]->requestUrl() == std::string(testScheme()) + "://127.0.0.1:" +
+                                                    std::to_string(server.port()) + "/chat?room=1");
         });
     }
 
@@ -429,9 +430,10 @@ TEST_SUITE("RFC 6455 4.2 handshake timeout") {
         options.handshakeTimeoutMs = 300;
         Target server(options);
         REQUIRE(server.started());
+        // The deadline runs from accept, before a TLS handshake in connect().
+        const auto start = Clock::now();
         RawClient client;
         REQUIRE(client.connect(server.port()));
-        const auto start = Clock::now();
 
         SUBCASE("mid-request") {
             const std::string request = client.upgradeRequest().serialize();
@@ -462,11 +464,12 @@ TEST_SUITE("RFC 6455 4.2 handshake timeout") {
         options.handshakeTimeoutMs = 300;
         Target server(options);
         REQUIRE(server.started());
+        // The deadline runs from accept, before a TLS handshake in connect().
+        const auto start = Clock::now();
         RawClient client;
         REQUIRE(client.connect(server.port()));
         // A byte every 40 ms is never idle for long, but it does not finish in time.
         std::string request = client.upgradeRequest().serialize();
-        const auto start = Clock::now();
         bool closed = false;
         for (char c : request) {
             if (!client.send(std::string_view(&c, 1)) || !client.quietFor(40ms)) {

@@ -7,6 +7,8 @@
 #include "support/EchoTargets.h"
 #include "support/LoopThread.h"
 #include "support/RawClient.h"
+#include "support/TlsClient.h"
+#include "support/TlsTestMode.h"
 #include "wsgate/WebSocket.h"
 
 #include <arpa/inet.h>
@@ -59,7 +61,9 @@ struct ServerFixture {
             server.reset();
         });
         thread.call([&] {
-            server = std::make_unique<Server>(name, Server::SslMode::NonSecureMode, thread.loop());
+            // wss:// when the suite runs under WSGATE_TEST_TLS=1.
+            server = std::make_unique<Server>(name, testSslMode(), thread.loop());
+            configureForTestMode(*server);
             server->onNewConnection([this] { ++events.newConnection; });
             server->onClosed([this] { ++events.closed; });
             server->onServerError([this](CloseCode code) { events.serverErrors.push_back(code); });
@@ -188,9 +192,10 @@ TEST_SUITE("Server: listening") {
             CHECK(f.server->isListening());
             CHECK(f.server->serverAddress() == "127.0.0.1");
             CHECK(f.server->serverPort() == port);
-            CHECK(f.server->serverUrl() == "ws://127.0.0.1:" + std::to_string(port));
+            CHECK(f.server->serverUrl() ==
+                  std::string(testScheme()) + "://127.0.0.1:" + std::to_string(port));
             CHECK(f.server->socketDescriptor() >= 0);
-            CHECK(f.server->secureMode() == Server::SslMode::NonSecureMode);
+            CHECK(f.server->secureMode() == testSslMode());
             CHECK(f.server->serverName() == "wsgate-test");
         });
         RawClient client = upgraded(port);
@@ -211,7 +216,8 @@ TEST_SUITE("Server: listening") {
         f.call([&] {
             CHECK(f.server->isListening());
             CHECK(f.server->serverAddress() == "::1");
-            CHECK(f.server->serverUrl() == "ws://[::1]:" + std::to_string(port));
+            CHECK(f.server->serverUrl() ==
+                  std::string(testScheme()) + "://[::1]:" + std::to_string(port));
         });
         RawClient client = upgraded(port, "::1");
         CHECK(f.waitForNewConnections(1));
@@ -327,10 +333,15 @@ TEST_SUITE("Server: listening") {
         std::uint16_t port = 0;
         const int listener = listeningSocket(port);
 
-        RawClient client = connectTo(port);
+        // Over TLS the handshake can only start once the server has the socket.
+        RawClient client;
+        REQUIRE(client.connectPlain(port));
         const int accepted = acceptWithin(listener, 5s);
         REQUIRE(accepted >= 0);
         CHECK(f.call([&] { return f.server->handleConnection(accepted); }));
+        if (tlsTestMode()) {
+            REQUIRE(client.startTls(defaultTlsClientOptions()));
+        }
         CHECK(client.upgrade("/handed-over"));
         CHECK(f.waitForNewConnections(1));
         CHECK(f.takeAll() == 1);
@@ -338,8 +349,9 @@ TEST_SUITE("Server: listening") {
         CHECK(client.sendText("handled"));
         CHECK(client.expectText("handled"));
 
-        // It gets the handshake timeout too.
-        RawClient silent = connectTo(port);
+        // It gets the handshake timeout too (over TLS: a silent TLS handshake).
+        RawClient silent;
+        REQUIRE(silent.connectPlain(port));
         const int second = acceptWithin(listener, 5s);
         REQUIRE(second >= 0);
         const auto start = Clock::now();
@@ -411,16 +423,29 @@ TEST_SUITE("Server: listening") {
         REQUIRE(port != 0);
         f.call([&] { f.server->pauseAccepting(); });
         // The kernel completes the TCP handshake from its backlog; the
-        // server does not read the request.
-        RawClient client = connectTo(port);
+        // server does not read the request (over TLS: the ClientHello).
+        RawClient client;
+        REQUIRE(client.connectPlain(port));
         const HttpRequest request = client.upgradeRequest();
-        CHECK(client.send(request.serialize()));
-        CHECK(client.quietFor(300ms));
+        if (tlsTestMode()) {
+            TlsClientOptions options = defaultTlsClientOptions();
+            options.timeout = 300ms;
+            CHECK_FALSE(client.startTls(options));
+            CHECK(client.tls()->timedOut());
+        } else {
+            CHECK(client.send(request.serialize()));
+            CHECK(client.quietFor(300ms));
+        }
         f.call([&] {
             CHECK(f.server->isListening());
             CHECK(f.events.newConnection == 0);
             f.server->resumeAccepting();
         });
+        if (tlsTestMode()) {
+            client.tls()->setTimeout(defaultTimeout);
+            REQUIRE(client.tls()->handshakeUntil(TlsClient::Step::Done));
+            CHECK(client.send(request.serialize()));
+        }
         const HttpResponse response = client.readResponse();
         INFO("response: ", response.describe());
         CHECK(response.status == 101);
@@ -489,8 +514,8 @@ TEST_SUITE("Server: the pending queue") {
                 CHECK(ws->state() == SocketState::ConnectedState);
                 CHECK(ws->isValid());
                 CHECK(ws->resourceName() == "/client-" + n + "?x=1");
-                CHECK(ws->requestUrl() ==
-                      "ws://127.0.0.1:" + std::to_string(port) + "/client-" + n + "?x=1");
+                CHECK(ws->requestUrl() == std::string(testScheme()) + "://127.0.0.1:" +
+                                              std::to_string(port) + "/client-" + n + "?x=1");
                 CHECK(ws->origin() == "http://origin-" + n + ".example");
                 CHECK(ws->requestHeader("x-custom") == "value " + n);
                 CHECK(ws->requestHeader("absent").empty());

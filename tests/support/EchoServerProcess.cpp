@@ -1,5 +1,7 @@
 #include "support/EchoServerProcess.h"
 
+#include "support/TlsTestMode.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -8,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <doctest/doctest.h>
@@ -37,6 +40,12 @@ EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
         return;
     }
     std::vector<std::string> argvStrings{path, "--port", "0"};
+    // Under WSGATE_TEST_TLS=1 every suite's server speaks wss://, unless the
+    // test chose its own certificate.
+    if (tlsTestMode() && std::find(args.begin(), args.end(), "--cert") == args.end()) {
+        const TestCertificateFiles& files = testCertificateFiles();
+        argvStrings.insert(argvStrings.end(), {"--cert", files.certificate, "--key", files.key});
+    }
     argvStrings.insert(argvStrings.end(), args.begin(), args.end());
     // Built before fork(): only async-signal-safe calls may follow it.
     std::vector<char*> argv;
@@ -102,7 +111,9 @@ EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
     }
     if (error_.empty()) {
         const auto colon = line.rfind(':');
-        if (line.rfind("ws://", 0) == 0 && colon != std::string::npos && colon > 5) {
+        const std::size_t schemeEnd = line.find("://");
+        const bool knownScheme = line.rfind("ws://", 0) == 0 || line.rfind("wss://", 0) == 0;
+        if (knownScheme && colon != std::string::npos && colon > schemeEnd + 3) {
             const long port = std::strtol(line.c_str() + colon + 1, nullptr, 10);
             if (port > 0 && port < 65536) {
                 port_ = static_cast<std::uint16_t>(port);
@@ -110,7 +121,7 @@ EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
             }
         }
         if (port_ == 0) {
-            error_ = "echo-server's first line is not ws://HOST:PORT: \"" + line + "\"";
+            error_ = "echo-server's first line is not ws[s]://HOST:PORT: \"" + line + "\"";
         }
     }
     if (!error_.empty()) {

@@ -13,8 +13,9 @@ namespace wsgate::test {
 
 /// Starts `echo-server --port 0 ARGS…` (the binary named by the environment
 /// variable WSGATE_ECHO_SERVER), reads the URL it prints first and parses the
-/// port from it. The destructor stops it and CHECKs that it did not crash or
-/// exit by itself in the meantime.
+/// port from it. Under WSGATE_TEST_TLS=1 it adds --cert/--key with the test
+/// certificate unless ARGS have a --cert. The destructor stops it and CHECKs
+/// that it did not crash or exit by itself in the meantime.
 class EchoServerProcess {
 public:
     explicit EchoServerProcess(std::vector<std::string> args = {},

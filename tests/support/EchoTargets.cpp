@@ -1,5 +1,7 @@
 #include "support/EchoTargets.h"
 
+#include "support/TlsTestMode.h"
+
 namespace wsgate::test {
 
 std::vector<std::string> ProcessEcho::arguments(const EchoOptions& options) {
@@ -34,9 +36,9 @@ InProcessEcho::InProcessEcho(const EchoOptions& options, std::string address) {
         state_.server.reset();
     });
     port_ = thread_.call([&]() -> std::uint16_t {
-        state_.server = std::make_unique<Server>(options.serverName, Server::SslMode::NonSecureMode,
-                                                 thread_.loop());
+        state_.server = std::make_unique<Server>(options.serverName, testSslMode(), thread_.loop());
         Server& server = *state_.server;
+        configureForTestMode(server);
         if (!options.subprotocols.empty()) {
             server.setSupportedSubprotocols(options.subprotocols);
         }

@@ -40,7 +40,8 @@ private:
 
 /// A wsgate::Server on a LoopThread that takes every connection as soon as
 /// it is pending and echoes text as text and binary as binary, as
-/// echo-server does. Its destructor CHECKs that the loop runs dry.
+/// echo-server does (over wss:// under WSGATE_TEST_TLS=1). Its destructor
+/// CHECKs that the loop runs dry.
 class InProcessEcho {
 public:
     /// What the server has seen; touch it only on the loop thread (call()).

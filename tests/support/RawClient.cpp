@@ -1,5 +1,7 @@
 #include "support/RawClient.h"
 
+#include "support/TlsClient.h"
+#include "support/TlsTestMode.h"
 #include "support/Utf8.h"
 
 #include <arpa/inet.h>
@@ -408,7 +410,8 @@ RawClient::~RawClient() {
 RawClient::RawClient(RawClient&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), port_(other.port_), host_(std::move(other.host_)),
       timeout_(other.timeout_), buffer_(std::move(other.buffer_)),
-      consumed_(std::exchange(other.consumed_, 0)), eof_(other.eof_), reset_(other.reset_) {
+      consumed_(std::exchange(other.consumed_, 0)), eof_(other.eof_), reset_(other.reset_),
+      transport_(std::move(other.transport_)), tls_(std::exchange(other.tls_, nullptr)) {
 }
 
 RawClient& RawClient::operator=(RawClient&& other) noexcept {
@@ -422,12 +425,34 @@ RawClient& RawClient::operator=(RawClient&& other) noexcept {
         consumed_ = std::exchange(other.consumed_, 0);
         eof_ = other.eof_;
         reset_ = other.reset_;
+        transport_ = std::move(other.transport_);
+        tls_ = std::exchange(other.tls_, nullptr);
     }
     return *this;
 }
 
 bool RawClient::connect(std::uint16_t port, std::string_view host,
                         std::chrono::milliseconds timeout) {
+    if (!connectPlain(port, host, timeout)) {
+        return false;
+    }
+    if (!tlsTestMode()) {
+        return true;
+    }
+    TlsClientOptions options = defaultTlsClientOptions();
+    options.timeout = timeout;
+    options.session = testSessionFor(port);
+    if (!startTls(options)) {
+        // As a failed TCP connect: the caller has no connection to use.
+        close();
+        return false;
+    }
+    rememberTestSession(port, tls_->saveSession());
+    return true;
+}
+
+bool RawClient::connectPlain(std::uint16_t port, std::string_view host,
+                             std::chrono::milliseconds timeout) {
     close();
     buffer_.clear();
     consumed_ = 0;
@@ -480,9 +505,23 @@ bool RawClient::connect(std::uint16_t port, std::string_view host,
     return true;
 }
 
+bool RawClient::startTls(const TlsClientOptions& options) {
+    if (fd_ < 0 || transport_) {
+        return false;
+    }
+    auto tls = std::make_unique<TlsClient>();
+    TlsClient* raw = tls.get();
+    transport_ = std::move(tls);
+    tls_ = raw;
+    return raw->handshake(fd_, options);
+}
+
 bool RawClient::send(std::string_view bytes) {
     if (fd_ < 0) {
         return false;
+    }
+    if (transport_) {
+        return transport_->send(bytes, timeout_);
     }
     auto deadline = Clock::now() + timeout_;
     std::size_t offset = 0;
@@ -876,12 +915,17 @@ std::string RawClient::readAll(std::chrono::milliseconds timeout, bool* eof) {
 }
 
 void RawClient::shutdownWrite() {
-    if (fd_ >= 0) {
+    if (transport_) {
+        transport_->shutdownWrite();
+    } else if (fd_ >= 0) {
         ::shutdown(fd_, SHUT_WR);
     }
 }
 
 void RawClient::close() {
+    // The transport refers to the socket, so it goes first.
+    transport_.reset();
+    tls_ = nullptr;
     if (fd_ >= 0) {
         ::close(fd_);
         fd_ = -1;
@@ -897,6 +941,9 @@ void RawClient::abort() {
 }
 
 RawClient::Fill RawClient::fill(Clock::time_point deadline) {
+    if (transport_) {
+        return fillFromTransport(deadline);
+    }
     for (;;) {
         if (reset_) {
             return Fill::Reset;
@@ -921,6 +968,28 @@ RawClient::Fill RawClient::fill(Clock::time_point deadline) {
             return Fill::Timeout;
         }
     }
+}
+
+RawClient::Fill RawClient::fillFromTransport(Clock::time_point deadline) {
+    if (reset_) {
+        return Fill::Reset;
+    }
+    if (eof_ || fd_ < 0) {
+        return Fill::Eof;
+    }
+    switch (transport_->receive(buffer_, deadline)) {
+    case ClientTransport::Status::Data:
+        return Fill::Data;
+    case ClientTransport::Status::Eof:
+        eof_ = true;
+        return Fill::Eof;
+    case ClientTransport::Status::Reset:
+        reset_ = true;
+        return Fill::Reset;
+    case ClientTransport::Status::Timeout:
+        break;
+    }
+    return Fill::Timeout;
 }
 
 void RawClient::drainReadable() {

@@ -3,11 +3,14 @@
 // checks what the server sends against RFC 6455 instead of trusting it.
 #pragma once
 
+#include "support/ClientTransport.h"
+
 #include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +18,9 @@
 #include <vector>
 
 namespace wsgate::test {
+
+class TlsClient;
+struct TlsClientOptions;
 
 /// How long any single wait of the client may take unless told otherwise, so
 /// that no test can hang on a server that stays silent.
@@ -198,6 +204,9 @@ struct TcpCloseResult {
 /// with a timeout. While sending it keeps reading into its buffer, so a
 /// server that echoes while a large message is sent can never deadlock the
 /// test. Not thread-safe; one per thread.
+///
+/// Over TLS (startTls(), or every connect() when WSGATE_TEST_TLS=1, see
+/// TlsTestMode.h) the same helpers carry their bytes through a TlsClient.
 class RawClient {
 public:
     RawClient() = default;
@@ -207,9 +216,22 @@ public:
     RawClient(const RawClient&) = delete;
     RawClient& operator=(const RawClient&) = delete;
 
-    /// Connects to `host` (an IPv4 or IPv6 literal) and `port`.
+    /// Connects to `host` (an IPv4 or IPv6 literal) and `port`; when
+    /// WSGATE_TEST_TLS=1, also runs the TLS handshake with
+    /// defaultTlsClientOptions() within `timeout`.
     bool connect(std::uint16_t port, std::string_view host = "127.0.0.1",
                  std::chrono::milliseconds timeout = defaultTimeout);
+    /// connect() that never starts TLS, for tests of what the server does
+    /// with bytes on its socket before any TLS.
+    bool connectPlain(std::uint16_t port, std::string_view host = "127.0.0.1",
+                      std::chrono::milliseconds timeout = defaultTimeout);
+    /// Runs a TLS handshake on the connected socket; from then on every byte
+    /// goes through TLS. On failure the TlsClient stays, to be looked at
+    /// (tls()->errorString(), alertReceived()) or to go on with
+    /// tls()->handshakeUntil().
+    bool startTls(const TlsClientOptions& options);
+    /// The TLS layer, null over plain TCP.
+    TlsClient* tls() const noexcept { return tls_; }
     bool isOpen() const noexcept { return fd_ >= 0; }
     int fd() const noexcept { return fd_; }
     std::uint16_t port() const noexcept { return port_; }
@@ -295,7 +317,7 @@ public:
 
     /// Bytes read and not yet consumed.
     std::size_t buffered() const noexcept { return buffer_.size() - consumed_; }
-    /// Shuts down the sending side (TCP FIN).
+    /// Shuts down the sending side (TCP FIN; over TLS, close_notify first).
     void shutdownWrite();
     /// Closes the socket.
     void close();
@@ -313,6 +335,7 @@ private:
     std::optional<ReceivedFrame> takeFrame(bool& invalid);
     std::string_view unread() const noexcept;
     void consume(std::size_t n);
+    Fill fillFromTransport(Clock::time_point deadline);
 
     int fd_ = -1;
     std::uint16_t port_ = 0;
@@ -322,6 +345,10 @@ private:
     std::size_t consumed_ = 0;
     bool eof_ = false;
     bool reset_ = false;
+    // Null over plain TCP, which then keeps its direct path. tls_ is
+    // transport_ when that is a TlsClient.
+    std::unique_ptr<ClientTransport> transport_;
+    TlsClient* tls_ = nullptr;
 };
 
 } // namespace wsgate::test
