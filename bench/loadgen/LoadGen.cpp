@@ -109,6 +109,15 @@ std::string jsonEscape(std::string_view text) {
     return out;
 }
 
+// A failed mbedTLS call, with the socket's error behind it when there is one.
+std::string tlsFailure(const char* what, const TlsClient& tls, int rc) {
+    std::string text = std::string(what) + ": " + tlsErrorText(rc);
+    if (tls.socketError() != 0) {
+        text += std::string(": ") + std::strerror(tls.socketError());
+    }
+    return text;
+}
+
 const char* modeName(Mode mode) {
     switch (mode) {
     case Mode::Echo:
@@ -269,6 +278,12 @@ bool LoadGen::setUp() {
         }
     }
 
+    if (options_.tls) {
+        tls_ = TlsClientContext::create(options_.tlsResume);
+        if (!tls_) {
+            return false;
+        }
+    }
     if (options_.mode == Mode::Echo) {
         pattern_.resize(options_.size + patternSpan);
         for (std::uint8_t& byte : pattern_) {
@@ -436,7 +451,8 @@ void LoadGen::scanDeadlines(Clock::time_point now) {
         if (now < conn.deadline) {
             continue;
         }
-        if (conn.state == State::Connecting || conn.state == State::Handshaking) {
+        if (conn.state == State::Connecting || conn.state == State::TlsHandshaking ||
+            conn.state == State::Handshaking) {
             fail(conn, "connect and handshake took longer than --op-timeout");
         } else if ((conn.state == State::Closing || conn.state == State::AwaitingEof) &&
                    phase_ != Phase::Closing) {
@@ -552,6 +568,21 @@ bool LoadGen::startConnection(Connection& conn) {
         }
         return false;
     }
+    if (tls_) {
+        int rc = 0;
+        if (!conn.tls) {
+            conn.tls = TlsClient::create(*tls_);
+        }
+        if (!conn.tls || (rc = conn.tls->begin(fd)) != 0) {
+            ::close(fd);
+            ++errors_;
+            if (rc != 0) {
+                logError("TLS session reset: " + tlsErrorText(rc));
+            }
+            abortRun("cannot set up a TLS session");
+            return false;
+        }
+    }
     conn.fd = fd;
     conn.state = State::Connecting;
     conn.closeSent = false;
@@ -575,6 +606,10 @@ bool LoadGen::startConnection(Connection& conn) {
 }
 
 void LoadGen::onEvent(Connection& conn, std::uint32_t events) {
+    if (conn.tls) {
+        onTlsEvent(conn, events);
+        return;
+    }
     std::uint32_t generation = conn.generation;
     if (conn.state == State::Connecting) {
         if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) {
@@ -607,6 +642,15 @@ void LoadGen::onConnected(Connection& conn) {
         fail(conn, std::string("connect: ") + std::strerror(error));
         return;
     }
+    if (conn.tls) {
+        // readTls drives the TLS handshake; the upgrade request follows it.
+        conn.state = State::TlsHandshaking;
+        return;
+    }
+    sendUpgradeRequest(conn);
+}
+
+void LoadGen::sendUpgradeRequest(Connection& conn) {
     conn.state = State::Handshaking;
     conn.handshake = makeHandshakeKey(random_);
     std::string request =
@@ -633,13 +677,7 @@ bool LoadGen::readAvailable(Connection& conn, bool peerClosed) {
                 return true;
             }
         } else if (n == 0) {
-            if (conn.state == State::AwaitingEof) {
-                finishClose(conn);
-                return false;
-            }
-            fail(conn, conn.state == State::Handshaking
-                           ? "the server closed the connection during the handshake"
-                           : "the server closed TCP without a closing handshake");
+            onPeerEof(conn);
             return false;
         } else if (errno == EAGAIN) {
             return true;
@@ -648,6 +686,16 @@ bool LoadGen::readAvailable(Connection& conn, bool peerClosed) {
             return false;
         }
     }
+}
+
+void LoadGen::onPeerEof(Connection& conn) {
+    if (conn.state == State::AwaitingEof) {
+        finishClose(conn);
+        return;
+    }
+    fail(conn, conn.state == State::Handshaking || conn.state == State::TlsHandshaking
+                   ? "the server closed the connection during the handshake"
+                   : "the server closed the connection without a closing handshake");
 }
 
 bool LoadGen::onHandshakeBytes(Connection& conn, const std::uint8_t* data, std::size_t length) {
@@ -725,6 +773,15 @@ bool LoadGen::onServerClose(Connection& conn, const std::uint8_t* payload, std::
         conn.state = State::AwaitingEof;
         return true;
     }
+    if (conn.tls) {
+        // We close first, so TLS is ended properly (RFC 5246 §7.2.1).
+        std::uint32_t generation = conn.generation;
+        conn.tls->closeNotify();
+        flushTls(conn);
+        if (!alive(conn, generation)) {
+            return false;
+        }
+    }
     finishClose(conn);
     return false;
 }
@@ -775,6 +832,14 @@ void LoadGen::commit(Connection& conn) {
 }
 
 void LoadGen::sendBytes(Connection& conn, const std::uint8_t* data, std::size_t length) {
+    if (conn.tls) {
+        sendTls(conn, data, length);
+        return;
+    }
+    sendRaw(conn, data, length);
+}
+
+void LoadGen::sendRaw(Connection& conn, const std::uint8_t* data, std::size_t length) {
     if (!conn.out.empty()) {
         // Earlier bytes are still waiting for EPOLLOUT; keep the order.
         conn.out.append(data, length);
@@ -818,7 +883,11 @@ void LoadGen::closeTcp(Connection& conn) {
     ::close(conn.fd);
     conn.fd = -1;
     ++conn.generation;
-    if (conn.state == State::Connecting || conn.state == State::Handshaking) {
+    if (conn.tls) {
+        conn.tls->detach();
+    }
+    if (conn.state == State::Connecting || conn.state == State::TlsHandshaking ||
+        conn.state == State::Handshaking) {
         --inHandshake_;
     } else {
         --open_;
@@ -905,6 +974,14 @@ void LoadGen::printResult() {
         add("opcode", quoted(options_.binary ? "binary" : "text"));
     }
     add("setup_seconds", number(setupSeconds_, 3));
+    if (options_.tls) {
+        add("tls", "true");
+        add("tls_resume", options_.tlsResume ? "true" : "false");
+        add("tls_cipher_suite", tlsCipherSuite_.empty() ? "null" : quoted(tlsCipherSuite_));
+        add("tls_alpn", tlsAlpn_.empty() ? "null" : quoted(tlsAlpn_));
+        add("tls_handshakes_full", std::to_string(tlsFull_));
+        add("tls_handshakes_resumed", std::to_string(tlsResumed_));
+    }
 
     double window = measured_ ? toSeconds(windowEnd_.time - windowStart_.time) : 0.0;
     add("seconds", number(window, 3));
@@ -963,6 +1040,135 @@ void LoadGen::printResult() {
     json += '}';
     std::printf("%s\n", json.c_str());
     std::fflush(stdout);
+}
+
+void LoadGen::onTlsEvent(Connection& conn, std::uint32_t events) {
+    std::uint32_t generation = conn.generation;
+    bool peerClosed = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    if (conn.state == State::Connecting) {
+        if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) {
+            return;
+        }
+        onConnected(conn);
+        if (!alive(conn, generation)) {
+            return;
+        }
+    } else if ((events & EPOLLOUT) != 0 && !conn.out.empty()) {
+        flushOut(conn);
+        if (!alive(conn, generation)) {
+            return;
+        }
+    }
+    // A fresh TCP connection goes on at once with the ClientHello.
+    if (conn.state == State::TlsHandshaking ||
+        (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+        if (!readTls(conn, peerClosed)) {
+            tx_.clear();
+            return;
+        }
+    }
+    commit(conn);
+}
+
+bool LoadGen::readTls(Connection& conn, bool peerClosed) {
+    std::uint32_t generation = conn.generation;
+    TlsClient& tls = *conn.tls;
+    tls.beginEvent(peerClosed);
+    if (conn.state == State::TlsHandshaking) {
+        if (!continueTlsHandshake(conn)) {
+            return false;
+        }
+        if (conn.state == State::TlsHandshaking) {
+            return true;
+        }
+    }
+    // Read until mbedTLS wants more from the socket: with edge-triggered
+    // epoll, stopping earlier would leave bytes that raise no new event.
+    std::size_t filled = 0;
+    for (;;) {
+        int n = tls.read(readBuffer_.data() + filled, readBuffer_.size() - filled);
+        if (n > 0) {
+            filled += static_cast<std::size_t>(n);
+            // Gather records while another whole one still fits.
+            if (readBuffer_.size() - filled >= MBEDTLS_SSL_MAX_CONTENT_LEN) {
+                continue;
+            }
+        }
+        // An alert that mbedTLS wrote while reading.
+        flushTls(conn);
+        if (!alive(conn, generation)) {
+            return false;
+        }
+        if (filled > 0) {
+            bool more = conn.state == State::Handshaking
+                            ? onHandshakeBytes(conn, readBuffer_.data(), filled)
+                            : onFrameBytes(conn, readBuffer_.data(), filled);
+            if (!more || !alive(conn, generation)) {
+                return false;
+            }
+            filled = 0;
+        }
+        if (n > 0) {
+            continue;
+        }
+        if (n == MBEDTLS_ERR_SSL_WANT_READ) {
+            return true;
+        }
+        if (n == 0 || n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+            onPeerEof(conn);
+            return false;
+        }
+        fail(conn, tlsFailure("TLS read", tls, n));
+        return false;
+    }
+}
+
+bool LoadGen::continueTlsHandshake(Connection& conn) {
+    std::uint32_t generation = conn.generation;
+    int rc = conn.tls->handshake();
+    if (rc == 0) {
+        ++(conn.tls->resumed() ? tlsResumed_ : tlsFull_);
+        if (tlsCipherSuite_.empty()) {
+            tlsCipherSuite_ = conn.tls->cipherSuite();
+            const char* alpn = conn.tls->alpn();
+            tlsAlpn_ = alpn != nullptr ? alpn : "";
+        }
+        // Our last handshake records and the upgrade request leave in one write.
+        sendUpgradeRequest(conn);
+        return alive(conn, generation);
+    }
+    flushTls(conn);
+    if (!alive(conn, generation)) {
+        return false;
+    }
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ) {
+        return true;
+    }
+    if (rc == MBEDTLS_ERR_SSL_CONN_EOF) {
+        onPeerEof(conn);
+    } else {
+        fail(conn, tlsFailure("TLS handshake", *conn.tls, rc));
+    }
+    return false;
+}
+
+void LoadGen::sendTls(Connection& conn, const std::uint8_t* data, std::size_t length) {
+    int rc = conn.tls->write(data, length);
+    if (rc != 0) {
+        tls_->output().clear();
+        fail(conn, tlsFailure("TLS write", *conn.tls, rc));
+        return;
+    }
+    flushTls(conn);
+}
+
+void LoadGen::flushTls(Connection& conn) {
+    ByteBuffer& output = tls_->output();
+    if (output.empty()) {
+        return;
+    }
+    sendRaw(conn, output.data(), output.size());
+    output.clear();
 }
 
 } // namespace wsgate::bench

@@ -3,9 +3,11 @@
 
 #include "Options.h"
 #include "Protocol.h"
+#include "Tls.h"
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,9 +28,18 @@ private:
     using Clock = std::chrono::steady_clock;
 
     enum class Phase { Setup, Warmup, Measure, Hold, Closing, Done };
+    // TlsHandshaking: wss:// only, between TCP connect and the HTTP upgrade.
     // AwaitingEof: both close frames have crossed and the server is expected
     // to close TCP first (RFC 6455 §7.1.1).
-    enum class State { Unused, Connecting, Handshaking, Open, Closing, AwaitingEof };
+    enum class State {
+        Unused,
+        Connecting,
+        TlsHandshaking,
+        Handshaking,
+        Open,
+        Closing,
+        AwaitingEof
+    };
 
     struct Connection {
         int fd = -1;
@@ -41,7 +52,10 @@ private:
         HandshakeKey handshake;
         std::string response;
         FrameReaderState reader;
+        // Bytes for the socket (ciphertext for wss://) that it did not take yet.
         ByteBuffer out;
+        // wss:// only; kept across the connections of a slot.
+        std::unique_ptr<TlsClient> tls;
         std::uint64_t sent = 0;
         std::uint64_t received = 0;
         std::uint64_t messageOffset = 0;
@@ -74,7 +88,16 @@ private:
     bool startConnection(Connection& conn);
     void onEvent(Connection& conn, std::uint32_t events);
     void onConnected(Connection& conn);
+    void sendUpgradeRequest(Connection& conn);
     bool readAvailable(Connection& conn, bool peerClosed);
+    void onPeerEof(Connection& conn);
+
+    // wss:// (Tls.h): the same steps with mbedTLS between the socket and them.
+    void onTlsEvent(Connection& conn, std::uint32_t events);
+    bool readTls(Connection& conn, bool peerClosed);
+    bool continueTlsHandshake(Connection& conn);
+    void sendTls(Connection& conn, const std::uint8_t* data, std::size_t length);
+    void flushTls(Connection& conn);
     bool onHandshakeBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
     bool onFrameBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
     void onOpen(Connection& conn);
@@ -86,6 +109,7 @@ private:
     void queueClose(Connection& conn);
     void commit(Connection& conn);
     void sendBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
+    void sendRaw(Connection& conn, const std::uint8_t* data, std::size_t length);
     void flushOut(Connection& conn);
 
     void closeTcp(Connection& conn);
@@ -102,6 +126,8 @@ private:
     void printResult();
 
     Options options_;
+    // Declared before the connections, whose TLS sessions use it.
+    std::unique_ptr<TlsClientContext> tls_;
     int epoll_ = -1;
     bool stdinWatched_ = false;
     Random random_;
@@ -137,6 +163,10 @@ private:
     std::uint64_t verifyFailures_ = 0;
     std::uint64_t closeFailures_ = 0;
     std::uint64_t errorsLogged_ = 0;
+    std::uint64_t tlsFull_ = 0;
+    std::uint64_t tlsResumed_ = 0;
+    std::string tlsCipherSuite_;
+    std::string tlsAlpn_;
 
     double setupSeconds_ = 0;
     Snapshot windowStart_;

@@ -65,15 +65,16 @@ bool parseSize(std::string_view text, std::size_t& out) {
 bool parseUrl(Options& options) {
     std::string_view url = options.url;
     constexpr std::string_view wsScheme = "ws://";
-    if (url.starts_with("wss://")) {
-        std::fprintf(stderr, "loadgen: wss:// is not supported yet (benchmark case 6)\n");
+    constexpr std::string_view wssScheme = "wss://";
+    if (url.starts_with(wssScheme)) {
+        options.tls = true;
+        url.remove_prefix(wssScheme.size());
+    } else if (url.starts_with(wsScheme)) {
+        url.remove_prefix(wsScheme.size());
+    } else {
+        std::fprintf(stderr, "loadgen: the URL must start with ws:// or wss://\n");
         return false;
     }
-    if (!url.starts_with(wsScheme)) {
-        std::fprintf(stderr, "loadgen: the URL must start with ws://\n");
-        return false;
-    }
-    url.remove_prefix(wsScheme.size());
     std::size_t slash = url.find('/');
     std::string_view authority = url.substr(0, slash);
     options.path = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
@@ -105,7 +106,7 @@ bool parseUrl(Options& options) {
 } // namespace
 
 void printUsage() {
-    std::fprintf(stderr, R"(usage: loadgen --url ws://127.0.0.1:PORT/PATH [options]
+    std::fprintf(stderr, R"(usage: loadgen --url ws[s]://127.0.0.1:PORT/PATH [options]
 
   --mode echo|handshakes|idle   what to measure (default echo)
   --connections N               connections (echo, idle) or concurrent clients (handshakes)
@@ -123,6 +124,8 @@ void printUsage() {
   --op-timeout S                bound on one connect + handshake (default 10)
   --close-timeout S             bound on the closing handshakes at the end (default 5)
   --max-errors N                give up after N errors (default 100)
+  --tls-resume                  wss://: resume the slot's previous TLS session (ticket)
+                                instead of a full handshake each time
   --no-wait-eof                 close TCP as soon as the server's close frame arrives,
                                 instead of waiting for the server to close first
   --server-pid PID              report that process's CPU time over the window
@@ -153,6 +156,8 @@ std::optional<Options> parseOptions(int argc, char** argv) {
             options.binary = false;
         } else if (arg == "--hold-stdin") {
             options.holdStdin = true;
+        } else if (arg == "--tls-resume") {
+            options.tlsResume = true;
         } else if (arg == "--no-wait-eof") {
             options.waitEof = false;
         } else if (arg == "--help" || arg == "-h") {
@@ -220,6 +225,10 @@ std::optional<Options> parseOptions(int argc, char** argv) {
         return std::nullopt;
     }
     if (!parseUrl(options)) {
+        return std::nullopt;
+    }
+    if (options.tlsResume && !options.tls) {
+        std::fprintf(stderr, "loadgen: --tls-resume needs a wss:// URL\n");
         return std::nullopt;
     }
     // A message bound alone still needs a time bound; make it generous.

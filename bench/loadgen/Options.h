@@ -20,6 +20,9 @@ struct Options {
     std::uint32_t hostAddress = 0; // IPv4, network byte order
     std::uint16_t port = 0;
     std::string path = "/";
+    bool tls = false; // wss://
+    // wss:// handshakes: resume each slot's last session instead of a full handshake.
+    bool tlsResume = false;
 
     int connections = 100;
     int depth = 1;

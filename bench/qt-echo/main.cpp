@@ -2,14 +2,21 @@
 //
 // It echoes text as text and binary as binary, listens on 127.0.0.1 only and
 // prints its URL on the first stdout line, like wsgate's examples/echo-server,
-// so that bench/run can drive both the same way.
+// so that bench/run can drive both the same way. With --cert and --key it
+// serves wss:// (Qt's TLS backend, OpenSSL on Debian).
 
 #include <QCoreApplication>
+#include <QFile>
 #include <QHostAddress>
+#include <QSslCertificate>
+#include <QSslConfiguration>
+#include <QSslKey>
+#include <QSslSocket>
 #include <QWebSocket>
 #include <QWebSocketServer>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 
 namespace {
@@ -23,7 +30,57 @@ constexpr quint64 maxMessageBytes = 64ULL * 1024 * 1024;
 constexpr int maxPending = 4096;
 
 void usage() {
-    std::fprintf(stderr, "usage: qt-echo [--port N] (0 picks a free port)\n");
+    std::fprintf(stderr, "usage: qt-echo [--port N] [--cert FILE --key FILE]\n"
+                         "  --port N     0 (the default) picks a free port\n"
+                         "  --cert FILE  serve wss:// with this PEM certificate (chain)\n"
+                         "  --key FILE   and this PEM private key (EC or RSA)\n");
+}
+
+std::optional<QByteArray> readFile(const char* path) {
+    QFile file(QString::fromLocal8Bit(path));
+    if (!file.open(QIODevice::ReadOnly)) {
+        std::fprintf(stderr, "qt-echo: %s: %s\n", path, qPrintable(file.errorString()));
+        return std::nullopt;
+    }
+    return file.readAll();
+}
+
+// The same TLS settings as wsgate's echo server gets from bench/run: the
+// given certificate and key, no client certificate, ALPN http/1.1.
+std::optional<QSslConfiguration> tlsConfiguration(const char* certPath, const char* keyPath) {
+    if (!QSslSocket::supportsSsl()) {
+        std::fprintf(stderr, "qt-echo: Qt has no working TLS backend here (%s)\n",
+                     qPrintable(QSslSocket::activeBackend()));
+        return std::nullopt;
+    }
+    std::optional<QByteArray> certPem = readFile(certPath);
+    std::optional<QByteArray> keyPem = readFile(keyPath);
+    if (!certPem || !keyPem) {
+        return std::nullopt;
+    }
+    QList<QSslCertificate> chain = QSslCertificate::fromData(*certPem, QSsl::Pem);
+    if (chain.isEmpty()) {
+        std::fprintf(stderr, "qt-echo: no PEM certificate in %s\n", certPath);
+        return std::nullopt;
+    }
+    // QSslKey needs the algorithm up front; the benchmark's keys are EC.
+    QSslKey key(*keyPem, QSsl::Ec, QSsl::Pem);
+    if (key.isNull()) {
+        key = QSslKey(*keyPem, QSsl::Rsa, QSsl::Pem);
+    }
+    if (key.isNull()) {
+        std::fprintf(stderr, "qt-echo: no EC or RSA PEM private key in %s\n", keyPath);
+        return std::nullopt;
+    }
+    QSslConfiguration config = QSslConfiguration::defaultConfiguration();
+    config.setLocalCertificate(chain.front());
+    if (chain.size() > 1) {
+        config.setLocalCertificateChain(chain);
+    }
+    config.setPrivateKey(key);
+    config.setPeerVerifyMode(QSslSocket::VerifyNone);
+    config.setAllowedNextProtocols({QByteArray(QSslConfiguration::NextProtocolHttp1_1)});
+    return config;
 }
 
 } // namespace
@@ -32,9 +89,15 @@ int main(int argc, char** argv) {
     QCoreApplication app(argc, argv);
 
     quint16 port = 0;
+    const char* certPath = nullptr;
+    const char* keyPath = nullptr;
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
-        if (arg == "--port" && i + 1 < argc) {
+        if (arg == "--cert" && i + 1 < argc) {
+            certPath = argv[++i];
+        } else if (arg == "--key" && i + 1 < argc) {
+            keyPath = argv[++i];
+        } else if (arg == "--port" && i + 1 < argc) {
             char* end = nullptr;
             unsigned long value = std::strtoul(argv[++i], &end, 10);
             if (*end != '\0' || value > 65535) {
@@ -48,7 +111,20 @@ int main(int argc, char** argv) {
         }
     }
 
-    QWebSocketServer server(QStringLiteral("qt-echo"), QWebSocketServer::NonSecureMode);
+    if ((certPath == nullptr) != (keyPath == nullptr)) {
+        std::fprintf(stderr, "qt-echo: --cert and --key go together\n");
+        return 2;
+    }
+    bool secure = certPath != nullptr;
+    QWebSocketServer server(QStringLiteral("qt-echo"), secure ? QWebSocketServer::SecureMode
+                                                              : QWebSocketServer::NonSecureMode);
+    if (secure) {
+        std::optional<QSslConfiguration> config = tlsConfiguration(certPath, keyPath);
+        if (!config) {
+            return 1;
+        }
+        server.setSslConfiguration(*config);
+    }
     server.setMaxPendingConnections(maxPending);
     if (!server.listen(QHostAddress::LocalHost, port)) {
         std::fprintf(stderr, "qt-echo: listen: %s\n", qPrintable(server.errorString()));
@@ -70,7 +146,8 @@ int main(int argc, char** argv) {
         }
     });
 
-    std::printf("ws://127.0.0.1:%u\n", static_cast<unsigned>(server.serverPort()));
+    std::printf("%s://127.0.0.1:%u\n", secure ? "wss" : "ws",
+                static_cast<unsigned>(server.serverPort()));
     std::fflush(stdout);
     return QCoreApplication::exec();
 }
