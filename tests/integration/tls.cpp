@@ -217,7 +217,7 @@ private:
             events.sslErrors.emplace_back(client, errors);
             std::string line = "sslErrors";
             for (const auto& e : errors) {
-                line += " " + describe(e);
+                line.append(" ").append(describe(e));
             }
             events.log.push_back(line);
             return policy.ignoreSslErrors;
