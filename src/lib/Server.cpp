@@ -3,6 +3,7 @@
 #include "lib/ServerState.h"
 #include "net/Connection.h"
 #include "net/LoopData.h"
+#include "net/SocketAddress.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -209,36 +210,21 @@ bool Server::isListening() const noexcept {
 }
 
 std::string Server::serverAddress() const {
-    if (state_->listener == nullptr) {
-        return {};
+    std::string host;
+    std::uint16_t port = 0;
+    if (state_->listener != nullptr) {
+        net::socketAddress(state_->listener, false, host, port);
     }
-    sockaddr_storage storage{};
-    int length = sizeof storage;
-    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) < 0) {
-        return {};
-    }
-    char text[64] = {};
-    if (storage.ss_family == AF_INET6) {
-        uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&storage), text, sizeof text);
-    } else {
-        uv_ip4_name(reinterpret_cast<sockaddr_in*>(&storage), text, sizeof text);
-    }
-    return text;
+    return host;
 }
 
 std::uint16_t Server::serverPort() const {
-    if (state_->listener == nullptr) {
-        return 0;
+    std::string host;
+    std::uint16_t port = 0;
+    if (state_->listener != nullptr) {
+        net::socketAddress(state_->listener, false, host, port);
     }
-    sockaddr_storage storage{};
-    int length = sizeof storage;
-    if (uv_tcp_getsockname(state_->listener, reinterpret_cast<sockaddr*>(&storage), &length) < 0) {
-        return 0;
-    }
-    if (storage.ss_family == AF_INET6) {
-        return ntohs(reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
-    }
-    return ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
+    return port;
 }
 
 std::string Server::serverUrl() const {
@@ -319,8 +305,7 @@ std::chrono::milliseconds Server::handshakeTimeout() const noexcept {
 }
 
 void Server::setMessageTimeout(std::chrono::milliseconds timeout) noexcept {
-    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
-    state_->messageTimeoutMs = static_cast<std::uint32_t>(ms);
+    state_->messageTimeoutMs = net::toTimeoutMs(timeout);
 }
 
 std::chrono::milliseconds Server::messageTimeout() const noexcept {

@@ -2,6 +2,7 @@
 
 #include "lib/ServerState.h"
 #include "net/LoopData.h"
+#include "net/SocketAddress.h"
 #include "wsgate/PreSharedKeyAuthenticator.h"
 #include "wsgate/SslError.h"
 
@@ -567,7 +568,7 @@ void Connection::abort() {
 }
 
 SocketState Connection::socketState() const noexcept {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+    if (closing()) {
         return SocketState::UnconnectedState;
     }
     if (phase_ == Phase::Open && protocol_.state() == proto::Protocol::State::Open) {
@@ -590,29 +591,7 @@ void Connection::setReadingPaused(bool paused) {
 }
 
 bool Connection::address(bool peer, std::string& host, std::uint16_t& port) const {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
-        return false;
-    }
-    sockaddr_storage storage{};
-    int length = sizeof storage;
-    auto* sa = reinterpret_cast<sockaddr*>(&storage);
-    int rc = peer ? uv_tcp_getpeername(&handle_, sa, &length)
-                  : uv_tcp_getsockname(&handle_, sa, &length);
-    if (rc < 0) {
-        return false;
-    }
-    char text[64] = {};
-    if (storage.ss_family == AF_INET6) {
-        auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
-        uv_ip6_name(in6, text, sizeof text);
-        port = ntohs(in6->sin6_port);
-    } else {
-        auto* in4 = reinterpret_cast<sockaddr_in*>(&storage);
-        uv_ip4_name(in4, text, sizeof text);
-        port = ntohs(in4->sin_port);
-    }
-    host = text;
-    return true;
+    return !closing() && net::socketAddress(&handle_, peer, host, port);
 }
 
 // Protocol events.
@@ -679,8 +658,8 @@ void Connection::onPong(const std::uint8_t* data, std::size_t size) {
     }
 }
 
-void Connection::onClose(std::uint16_t code, std::string_view reason) {
-    (void)reason; // kept by the protocol, read through closeReason()
+// The reason stays in the protocol; closeReason() reads it from there.
+void Connection::onClose(std::uint16_t code, std::string_view /*reason*/) {
     closeCode_ = code;
     reasonFromError_ = false;
     if (!closeInitiated_) {
@@ -736,8 +715,7 @@ void Connection::writeBytes(const uv_buf_t* bufs, unsigned count) {
 }
 
 void Connection::flushTls() {
-    if (!tls_ || tls_->plaintext.empty() || phase_ == Phase::HandleClosing ||
-        phase_ == Phase::HandleClosed) {
+    if (!tls_ || tls_->plaintext.empty() || closing()) {
         return;
     }
     std::string& plaintext = tls_->plaintext;
@@ -786,7 +764,7 @@ void Connection::uncork() {
 }
 
 void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+    if (closing()) {
         return;
     }
     if (writing_ != nullptr) {
@@ -856,7 +834,7 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
 }
 
 void Connection::flush() {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+    if (closing()) {
         return;
     }
     flushTls();
@@ -865,8 +843,7 @@ void Connection::flush() {
         // RFC 5246 §7.2.1: close_notify before our FIN.
         tls_->session.sendCloseNotify();
     }
-    if (draining_ && writing_ == nullptr && !corked_ && !shutdownStarted_ &&
-        phase_ != Phase::HandleClosing && phase_ != Phase::HandleClosed) {
+    if (draining_ && writing_ == nullptr && !corked_ && !shutdownStarted_ && !closing()) {
         startShutdown();
     }
 }
@@ -920,8 +897,7 @@ void Connection::onWritten(uv_write_t* req, int status) {
     if (c->socket_ != nullptr && c->signals_ && c->signals_->bytesWritten) {
         c->signals_->bytesWritten(written);
     }
-    if (op->queued.empty() || c->phase_ == Phase::HandleClosing ||
-        c->phase_ == Phase::HandleClosed) {
+    if (op->queued.empty() || c->closing()) {
         c->releaseWriteOp(op);
     } else {
         // What waited goes next, in the same operation.
@@ -944,7 +920,7 @@ void Connection::failWrite(int) {
 // Closing.
 
 void Connection::beginDrain(std::uint64_t timeoutMs) {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+    if (closing()) {
         return;
     }
     draining_ = true;
@@ -1005,7 +981,7 @@ void Connection::onCloseDeadline(net::DeadlineEntry& entry) {
 }
 
 void Connection::closeHandle() {
-    if (phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed) {
+    if (closing()) {
         return;
     }
     phase_ = Phase::HandleClosing;

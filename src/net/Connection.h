@@ -175,6 +175,10 @@ private:
     void closeHandle();
     void setError(Error error);
     void maybeFree();
+    /// uv_close has been called: the socket is gone or going.
+    bool closing() const noexcept {
+        return phase_ == Phase::HandleClosing || phase_ == Phase::HandleClosed;
+    }
     void updateReading();
     /// After a read batch: a message left incomplete has a deadline from
     /// when it began; trickling bytes does not move it.
