@@ -65,13 +65,11 @@ std::uint64_t WebSocket::outgoingFrameSize() const noexcept {
 }
 
 void WebSocket::setCloseTimeout(std::chrono::milliseconds timeout) noexcept {
-    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
-    connection_->closeTimeoutMs = static_cast<std::uint32_t>(ms);
+    connection_->closeTimeoutMs = net::toTimeoutMs(timeout);
 }
 
 void WebSocket::setMessageTimeout(std::chrono::milliseconds timeout) noexcept {
-    auto ms = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX);
-    connection_->messageTimeoutMs = static_cast<std::uint32_t>(ms);
+    connection_->messageTimeoutMs = net::toTimeoutMs(timeout);
 }
 
 std::chrono::milliseconds WebSocket::messageTimeout() const noexcept {

@@ -4,9 +4,18 @@
 
 #include <uv.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 
 namespace wsgate::net {
+
+/// A timeout as the 32-bit milliseconds connections keep: a negative one is
+/// 0, and one past about 49 days is capped there.
+inline std::uint32_t toTimeoutMs(std::chrono::milliseconds timeout) noexcept {
+    return static_cast<std::uint32_t>(
+        std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, UINT32_MAX));
+}
 
 /// A link in a DeadlineQueue, embedded in the object that has the deadline.
 /// It unlinks itself when destroyed.
