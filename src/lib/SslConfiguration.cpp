@@ -105,6 +105,20 @@ struct ParsedKey {
     mbedtls_pk_context key;
 };
 
+// Parses PEM certificates into DER. On failure `error` names `what` and
+// `out` is left as it was.
+bool parseDerCertificates(std::string_view pem, std::string_view what, std::vector<Der>& out,
+                          std::string& error) {
+    ParsedChain parsed;
+    std::string why;
+    if (!net::parseCertificates(pem, parsed.chain, why)) {
+        error = std::string(what) + ": " + why;
+        return false;
+    }
+    out = parsed.toDer();
+    return true;
+}
+
 bool isValidSniName(std::string_view name) noexcept {
     if (name.size() > 2 && name.substr(0, 2) == "*.") {
         name.remove_prefix(2);
@@ -190,13 +204,11 @@ const SslConfiguration::Private& SslConfiguration::d() const noexcept {
 
 bool SslConfiguration::setLocalCertificateChain(std::string_view pem) {
     Private& p = d();
-    ParsedChain parsed;
-    std::string error;
-    if (!net::parseCertificates(pem, parsed.chain, error)) {
-        p.error = "local certificate chain: " + error;
+    std::vector<Der> chain;
+    if (!parseDerCertificates(pem, "local certificate chain", chain, p.error)) {
         return false;
     }
-    p.localChain = parsed.toDer();
+    p.localChain = std::move(chain);
     p.error.clear();
     return true;
 }
@@ -314,13 +326,11 @@ void SslConfiguration::clearSniCertificates() {
 
 bool SslConfiguration::setCaCertificates(std::string_view pem) {
     Private& p = d();
-    ParsedChain parsed;
-    std::string error;
-    if (!net::parseCertificates(pem, parsed.chain, error)) {
-        p.error = "CA certificates: " + error;
+    std::vector<Der> certificates;
+    if (!parseDerCertificates(pem, "CA certificates", certificates, p.error)) {
         return false;
     }
-    p.caCertificates = parsed.toDer();
+    p.caCertificates = std::move(certificates);
     p.error.clear();
     return true;
 }
@@ -335,13 +345,11 @@ bool SslConfiguration::setCaCertificatesFromFile(const std::string& path) {
 
 bool SslConfiguration::addCaCertificates(std::string_view pem) {
     Private& p = d();
-    ParsedChain parsed;
-    std::string error;
-    if (!net::parseCertificates(pem, parsed.chain, error)) {
-        p.error = "CA certificates: " + error;
+    std::vector<Der> certificates;
+    if (!parseDerCertificates(pem, "CA certificates", certificates, p.error)) {
         return false;
     }
-    for (Der& der : parsed.toDer()) {
+    for (Der& der : certificates) {
         p.caCertificates.push_back(std::move(der));
     }
     p.error.clear();
