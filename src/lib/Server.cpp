@@ -98,6 +98,9 @@ bool ServerState::openListener() {
 
 bool ServerState::startListening(int rc) {
     if (rc == 0) {
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux:
+        // one setsockopt here instead of one per connection.
+        uv_tcp_nodelay(listener, 1);
         rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener), listenBacklog, onConnection);
     }
     if (rc < 0) {

@@ -247,7 +247,15 @@ int Connection::accept(ServerState& server, uv_stream_t* listener) {
 }
 
 int Connection::adopt(ServerState& server, int fd) {
-    return create(server, [fd](uv_tcp_t* handle) { return uv_tcp_open(handle, fd); });
+    return create(server, [fd](uv_tcp_t* handle) {
+        int rc = uv_tcp_open(handle, fd);
+        if (rc == 0) {
+            // Small frames go out at once; we gather them per read batch
+            // ourselves. Accepted sockets inherit this from the listener.
+            uv_tcp_nodelay(handle, 1);
+        }
+        return rc;
+    });
 }
 
 template <class Attach>
@@ -270,8 +278,6 @@ int Connection::create(ServerState& server, Attach attach) {
 }
 
 int Connection::start(std::uint64_t handshakeTimeoutMs) {
-    // Small frames go out at once; we gather them per read batch ourselves.
-    uv_tcp_nodelay(&handle_, 1);
     handshake_ = std::make_unique<HandshakeState>(server_->maxHandshakeSize);
     if (server_->tls) {
         tls_ = std::make_unique<TlsState>(*this, server_->tls);
@@ -937,24 +943,13 @@ void Connection::beginDrain(std::uint64_t timeoutMs) {
 
 void Connection::startShutdown() {
     shutdownStarted_ = true;
-    auto* req = new uv_shutdown_t;
-    req->data = this;
-    int rc = uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&handle_), onShutdown);
-    if (rc < 0) {
-        delete req;
+    // Nothing waits in libuv's write queue (writing_ is null), so the FIN can
+    // go now. uv_shutdown would wait for a POLLOUT round and cost an
+    // epoll_ctl per connection for it.
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&handle_), &fd) < 0 ||
+        ::shutdown(fd, SHUT_WR) < 0) {
         closeHandle();
-        return;
-    }
-    ++busy_;
-}
-
-void Connection::onShutdown(uv_shutdown_t* req, int status) {
-    auto* c = static_cast<Connection*>(req->data);
-    delete req;
-    --c->busy_;
-    Busy busy(*c);
-    if (status < 0) {
-        c->closeHandle();
     }
     // Otherwise keep reading until the peer's FIN (onReadEnd) or the deadline,
     // so that unread bytes do not turn our close into a reset.

@@ -145,7 +145,6 @@ private:
     static void onAlloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
     static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
     static void onWritten(uv_write_t* req, int status);
-    static void onShutdown(uv_shutdown_t* req, int status);
     static void onClosed(uv_handle_t* handle);
 
     void onBytes(std::uint8_t* data, std::size_t size);

@@ -19,8 +19,11 @@ class Connection;
 
 struct LoopData {
     /// Every read on the loop lands here; a connection keeps only the partial
-    /// frame it needs (DESIGN.md, the hot path).
-    static constexpr std::size_t readBufferSize = 64 * 1024;
+    /// frame it needs (DESIGN.md, the hot path). One per loop, so it can be
+    /// large: at 64 KiB a 64 KiB message never fitted one read and was copied
+    /// into an assembly buffer; at 512 KiB it usually comes in one read and
+    /// is delivered in place (one read per message instead of two).
+    static constexpr std::size_t readBufferSize = 512 * 1024;
 
     explicit LoopData(uv_loop_t* existing);
     ~LoopData();

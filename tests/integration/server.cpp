@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -134,6 +135,30 @@ bool ipv6Available() {
 }
 
 /// A TCP socket listening on 127.0.0.1 with a kernel-chosen port.
+/// Whether the socket of this process whose peer is `client` (the server's
+/// side of that connection) has TCP_NODELAY set; false when none is found.
+bool serverSideHasNoDelay(const RawClient& client) {
+    sockaddr_storage local{};
+    socklen_t localSize = sizeof local;
+    if (::getsockname(client.fd(), reinterpret_cast<sockaddr*>(&local), &localSize) != 0) {
+        return false;
+    }
+    const auto clientPort = reinterpret_cast<const sockaddr_in&>(local).sin_port;
+    for (int fd = 0; fd < 4096; ++fd) {
+        sockaddr_storage peer{};
+        socklen_t peerSize = sizeof peer;
+        if (fd == client.fd() ||
+            ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peerSize) != 0 ||
+            reinterpret_cast<const sockaddr_in&>(peer).sin_port != clientPort) {
+            continue;
+        }
+        int on = 0;
+        socklen_t size = sizeof on;
+        return ::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &size) == 0 && on != 0;
+    }
+    return false;
+}
+
 int listeningSocket(std::uint16_t& port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd >= 0);
@@ -203,6 +228,9 @@ TEST_SUITE("Server: listening") {
         CHECK(f.takeAll() == 1);
         CHECK(client.sendText("over IPv4"));
         CHECK(client.expectText("over IPv4"));
+        // Small frames are not held back by Nagle's algorithm: the accepted
+        // socket has TCP_NODELAY, which it inherits from the listener.
+        CHECK(serverSideHasNoDelay(client));
     }
 
     TEST_CASE("listen on ::1 port 0") {
@@ -348,6 +376,11 @@ TEST_SUITE("Server: listening") {
         f.call([&] { CHECK(f.taken[0]->resourceName() == "/handed-over"); });
         CHECK(client.sendText("handled"));
         CHECK(client.expectText("handled"));
+        // An adopted socket gets TCP_NODELAY set by the server itself.
+        int on = 0;
+        socklen_t size = sizeof on;
+        CHECK(::getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &on, &size) == 0);
+        CHECK(on != 0);
 
         // It gets the handshake timeout too (over TLS: a silent TLS handshake).
         RawClient silent;
