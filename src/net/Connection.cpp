@@ -317,8 +317,8 @@ WebSocket::HeaderList RequestInfo::headerList() const {
 }
 
 Connection::Connection(ServerState& server)
-    : messageTimeoutMs(server.messageTimeoutMs), loop_(server.loop), server_(&server),
-      protocol_(*this, server.limits) {
+    : loop_(server.loop), server_(&server), protocol_(*this, server.limits),
+      messageTimeoutMs(server.messageTimeoutMs) {
     handle_.data = this;
     protocol_.setBufferCache(&loop_.messageCache);
 }
@@ -771,8 +771,12 @@ void Connection::onFailure(Error error) {
     beginDrain(lingerTimeoutMs);
 }
 
+// error_ keeps an Error in a byte.
+static_assert(static_cast<int>(Error::OperationNotPermitted) <= UINT8_MAX);
+
 void Connection::setError(Error error) {
-    error_ = error;
+    assert(static_cast<int>(error) > 0 && static_cast<int>(error) <= UINT8_MAX);
+    error_ = static_cast<std::uint8_t>(error);
     auto code = static_cast<std::uint16_t>(closeCodeFor(error));
     // A failure after a clean close code keeps the more telling code.
     if (code != static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection) ||
@@ -785,8 +789,12 @@ void Connection::setError(Error error) {
     }
 }
 
+std::error_code Connection::error() const noexcept {
+    return error_ == 0 ? std::error_code() : make_error_code(static_cast<Error>(error_));
+}
+
 std::string Connection::closeReason() const {
-    return reasonFromError_ ? error_.message() : protocol_.closeReason();
+    return reasonFromError_ ? error().message() : protocol_.closeReason();
 }
 
 void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,

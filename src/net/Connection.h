@@ -130,10 +130,8 @@ public:
     // What the WebSocket reports, kept here so that a WebSocket is one pointer.
     CloseCode closeCode() const noexcept { return static_cast<CloseCode>(closeCode_); }
     std::string closeReason() const;
-    std::error_code error() const noexcept { return error_; }
-    std::uint32_t closeTimeoutMs = 5000;
-    std::uint32_t messageTimeoutMs = 60000; // 0: none
-    std::uint32_t outgoingFrameSize = 512 * 1024;
+    std::error_code error() const noexcept;
+    // closeTimeoutMs, messageTimeoutMs and outgoingFrameSize are at the end.
 
     /// The callbacks live here, not in the WebSocket: a callback may destroy
     /// its WebSocket, and this object outlives the call. The three that
@@ -231,20 +229,30 @@ private:
     std::unique_ptr<TlsState> tls_;
     proto::Protocol protocol_;
     WriteOp* writing_ = nullptr; // the write libuv is doing, and what waits behind it
-    std::error_code error_;
+
+    // The small fields go last and together, and the flags that are not read
+    // for every message share one byte, so that the object fits malloc's
+    // 576-byte chunk (HotPathTest guards its size).
+public:
+    std::uint32_t closeTimeoutMs = 5000;
+    std::uint32_t messageTimeoutMs = 60000; // 0: none
+    std::uint32_t outgoingFrameSize = 512 * 1024;
+
+private:
     std::uint32_t busy_ = 0;
     std::uint16_t closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeNormal);
     Phase phase_ = Phase::Handshake;
+    std::uint8_t error_ = 0; // an Error, 0 for none: the category is always ours
     bool corked_ = false;
     bool reading_ = false;
-    bool readingPaused_ = false;
-    bool draining_ = false;
-    bool shutdownStarted_ = false;
-    bool closeInitiated_ = false;     // we sent the first close frame
-    bool reasonFromError_ = false;    // closeReason() is error_'s message
-    bool messageDeadline_ = false;    // linked into the loop's messageQueue
-    bool outputBackpressure_ = false; // not reading: too much waits to be written
-    bool messageDelivered_ = false;   // a message completed in this read batch
+    bool messageDelivered_ = false; // a message completed in this read batch
+    bool readingPaused_ : 1 = false;
+    bool draining_ : 1 = false;
+    bool shutdownStarted_ : 1 = false;
+    bool closeInitiated_ : 1 = false;     // we sent the first close frame
+    bool reasonFromError_ : 1 = false;    // closeReason() is error_'s message
+    bool messageDeadline_ : 1 = false;    // linked into the loop's messageQueue
+    bool outputBackpressure_ : 1 = false; // not reading: too much waits to be written
 };
 
 } // namespace wsgate::detail
