@@ -3,7 +3,6 @@
 #include "net/Connection.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 
 namespace wsgate {
@@ -103,19 +102,11 @@ std::string WebSocket::subprotocol() const {
 }
 
 const WebSocket::HeaderList& WebSocket::requestHeaders() const {
-    return connection_->request().headers();
+    return connection_->requestHeaders();
 }
 
 std::string WebSocket::requestHeader(std::string_view name) const {
-    for (const auto& [key, value] : connection_->request().headers()) {
-        if (std::equal(key.begin(), key.end(), name.begin(), name.end(), [](char a, char b) {
-                return std::tolower(static_cast<unsigned char>(a)) ==
-                       std::tolower(static_cast<unsigned char>(b));
-            })) {
-            return value;
-        }
-    }
-    return {};
+    return std::string(connection_->request().header(name));
 }
 
 std::string WebSocket::peerAddress() const {

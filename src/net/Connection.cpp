@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cassert>
+#include <cctype>
 #include <cstring>
 
 namespace wsgate::detail {
@@ -181,56 +183,142 @@ struct Connection::WriteOp {
     std::string queued;
 };
 
+namespace {
+
+/// In a RequestInfo, "this value is not one of the headers'".
+constexpr std::uint8_t notAHeader = 0xFF;
+static_assert(proto::maxHeaderCount < notAHeader, "a header's index fits in a byte");
+
+bool equalsIgnoringCase(std::string_view a, std::string_view b) noexcept {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+        return std::tolower(static_cast<unsigned char>(x)) ==
+               std::tolower(static_cast<unsigned char>(y));
+    });
+}
+
+} // namespace
+
 void RequestInfo::assign(const proto::HandshakeRequest& request, std::string_view subprotocol,
                          bool secure) {
-    std::size_t size = request.target.size() + request.host.size() + request.origin.size() +
-                       subprotocol.size() + 4;
-    for (const auto& header : request.headers) {
+    const auto& headers = request.headers;
+    assert(headers.size() <= proto::maxHeaderCount);
+    auto indexOf = [&headers](std::string_view value) {
+        for (std::size_t i = 0; i < headers.size(); ++i) {
+            if (headers[i].value == value) {
+                return static_cast<std::uint8_t>(i);
+            }
+        }
+        return notAHeader;
+    };
+    const std::uint8_t host = indexOf(request.host);
+    const std::uint8_t origin = indexOf(request.origin);
+
+    std::size_t size = fieldsAt + request.target.size() + subprotocol.size() + 2;
+    for (const auto& header : headers) {
         size += header.name.size() + header.value.size() + 2;
     }
-    blob_.clear();
-    blob_.reserve(size);
-    for (std::string_view part : {std::string_view(request.target), std::string_view(request.host),
-                                  std::string_view(request.origin), subprotocol}) {
-        blob_.append(part).push_back('\0');
+    size += host == notAHeader ? request.host.size() + 1 : 0;
+    size += origin == notAHeader ? request.origin.size() + 1 : 0;
+    data_ = std::make_unique_for_overwrite<char[]>(size);
+    char* out = data_.get();
+    out[countAt] = static_cast<char>(headers.size());
+    out[hostAt] = static_cast<char>(host);
+    out[originAt] = static_cast<char>(origin);
+    out[secureAt] = secure ? 1 : 0;
+    out += fieldsAt;
+    auto put = [&out](std::string_view part) {
+        // An empty view may have no data pointer, which memcpy must not get.
+        if (!part.empty()) {
+            std::memcpy(out, part.data(), part.size());
+            out += part.size();
+        }
+        *out++ = '\0';
+    };
+    put(request.target);
+    put(subprotocol);
+    for (const auto& header : headers) {
+        put(header.name);
+        put(header.value);
     }
-    for (const auto& header : request.headers) {
-        blob_.append(header.name).push_back('\0');
-        blob_.append(header.value).push_back('\0');
+    if (host == notAHeader) {
+        put(request.host);
     }
-    headers_.reset();
-    secure_ = secure;
+    if (origin == notAHeader) {
+        put(request.origin);
+    }
+    assert(out == data_.get() + size);
 }
 
-std::string_view RequestInfo::field(int index) const noexcept {
-    std::string_view rest(blob_);
-    for (; index > 0 && !rest.empty(); --index) {
-        rest.remove_prefix(std::min(rest.size(), rest.find('\0') + 1));
+std::string_view RequestInfo::field(std::size_t index) const noexcept {
+    if (!data_) {
+        return {};
     }
-    return rest.substr(0, rest.find('\0'));
+    const char* p = data_.get() + fieldsAt;
+    for (; index > 0; --index) {
+        p += std::strlen(p) + 1;
+    }
+    return p;
 }
 
-const WebSocket::HeaderList& RequestInfo::headers() const {
-    if (!headers_) {
-        headers_ = std::make_unique<WebSocket::HeaderList>();
-        std::string_view rest(blob_);
-        for (int skip = 0; skip < 4 && !rest.empty(); ++skip) {
-            rest.remove_prefix(rest.find('\0') + 1);
-        }
-        while (!rest.empty()) {
-            std::size_t nameEnd = rest.find('\0');
-            std::size_t valueEnd = rest.find('\0', nameEnd + 1);
-            headers_->emplace_back(rest.substr(0, nameEnd),
-                                   rest.substr(nameEnd + 1, valueEnd - nameEnd - 1));
-            rest.remove_prefix(valueEnd + 1);
-        }
+std::string_view RequestInfo::headerOrExtra(std::size_t at, std::size_t extra) const noexcept {
+    if (!data_) {
+        return {};
     }
-    return *headers_;
+    const auto index = static_cast<unsigned char>(data_[at]);
+    return index != notAHeader ? field(3 + 2 * index) : field(2 + 2 * headerCount() + extra);
+}
+
+std::string_view RequestInfo::host() const noexcept {
+    return headerOrExtra(hostAt, 0);
+}
+
+std::string_view RequestInfo::origin() const noexcept {
+    // The host, when it is not a header's value, is the first extra.
+    const bool hostIsExtra = data_ && static_cast<unsigned char>(data_[hostAt]) == notAHeader;
+    return headerOrExtra(originAt, hostIsExtra ? 1 : 0);
+}
+
+const char* RequestInfo::firstHeader() const noexcept {
+    const char* p = data_.get() + fieldsAt;
+    p += std::strlen(p) + 1;       // the target
+    return p + std::strlen(p) + 1; // the subprotocol
+}
+
+std::string_view RequestInfo::header(std::string_view name) const noexcept {
+    if (!data_) {
+        return {};
+    }
+    const char* p = firstHeader();
+    for (std::size_t i = headerCount(); i > 0; --i) {
+        std::string_view key(p);
+        std::string_view value(p + key.size() + 1);
+        if (equalsIgnoringCase(key, name)) {
+            return value;
+        }
+        p = value.data() + value.size() + 1;
+    }
+    return {};
+}
+
+WebSocket::HeaderList RequestInfo::headerList() const {
+    WebSocket::HeaderList list;
+    if (!data_) {
+        return list;
+    }
+    list.reserve(headerCount());
+    const char* p = firstHeader();
+    for (std::size_t i = headerCount(); i > 0; --i) {
+        std::string_view name(p);
+        std::string_view value(p + name.size() + 1);
+        list.emplace_back(name, value);
+        p = value.data() + value.size() + 1;
+    }
+    return list;
 }
 
 Connection::Connection(ServerState& server)
-    : messageTimeoutMs(server.messageTimeoutMs), loop_(server.loop), server_(&server),
-      protocol_(*this, server.limits) {
+    : loop_(server.loop), server_(&server), protocol_(*this, server.limits),
+      messageTimeoutMs(server.messageTimeoutMs) {
     handle_.data = this;
     protocol_.setBufferCache(&loop_.messageCache);
 }
@@ -609,6 +697,14 @@ SocketSignals& Connection::signals() {
     return *signals_;
 }
 
+const WebSocket::HeaderList& Connection::requestHeaders() {
+    auto& headers = signals().requestHeaders;
+    if (!headers) {
+        headers = std::make_unique<WebSocket::HeaderList>(request_.headerList());
+    }
+    return *headers;
+}
+
 void Connection::updateFrameDelivery() noexcept {
     protocol_.setDeliverFrames(signals_ && (signals_->textFrame || signals_->binaryFrame));
 }
@@ -681,8 +777,12 @@ void Connection::onFailure(Error error) {
     beginDrain(lingerTimeoutMs);
 }
 
+// error_ keeps an Error in a byte.
+static_assert(static_cast<int>(Error::OperationNotPermitted) <= UINT8_MAX);
+
 void Connection::setError(Error error) {
-    error_ = error;
+    assert(static_cast<int>(error) > 0 && static_cast<int>(error) <= UINT8_MAX);
+    error_ = static_cast<std::uint8_t>(error);
     auto code = static_cast<std::uint16_t>(closeCodeFor(error));
     // A failure after a clean close code keeps the more telling code.
     if (code != static_cast<std::uint16_t>(CloseCode::CloseCodeAbnormalDisconnection) ||
@@ -695,8 +795,12 @@ void Connection::setError(Error error) {
     }
 }
 
+std::error_code Connection::error() const noexcept {
+    return error_ == 0 ? std::error_code() : make_error_code(static_cast<Error>(error_));
+}
+
 std::string Connection::closeReason() const {
-    return reasonFromError_ ? error_.message() : protocol_.closeReason();
+    return reasonFromError_ ? error().message() : protocol_.closeReason();
 }
 
 void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,

@@ -26,8 +26,9 @@ namespace wsgate::detail {
 struct LoopData;
 struct ServerState;
 
-/// Callbacks other than the two message ones, allocated by the first one
-/// connected so that a connection that uses none pays one pointer.
+/// Callbacks other than the three inline ones, and the request's header list,
+/// allocated by the first one asked for so that a connection that uses none
+/// pays one pointer.
 struct SocketSignals {
     std::function<void(std::string_view, bool)> textFrame;
     std::function<void(std::string_view, bool)> binaryFrame;
@@ -38,28 +39,48 @@ struct SocketSignals {
     std::function<void(std::size_t)> bytesWritten;
     std::function<void(SocketState)> stateChanged;
     std::uint64_t pingSentAt = 0; // uv_hrtime() of the last ping()
+    /// Built from the RequestInfo by the first WebSocket::requestHeaders().
+    std::unique_ptr<WebSocket::HeaderList> requestHeaders;
 };
 
 /// The request of an accepted connection, kept for the WebSocket's getters
-/// in one allocation: target, host, origin and subprotocol, then each header's
-/// name and value, all separated by NUL bytes. The header list is built from
-/// it only if asked for.
+/// in one allocation of its exact size: four bytes (the header count, which
+/// header holds the host and which the origin, whether it came over TLS),
+/// then target and subprotocol, then each header's name and value, all
+/// NUL-terminated. Host and origin are nearly always header values, so they
+/// are found there rather than stored twice; when they are not (the authority
+/// of an absolute-form target, no origin at all), they follow the headers.
 class RequestInfo {
 public:
     void assign(const proto::HandshakeRequest& request, std::string_view subprotocol, bool secure);
     std::string_view target() const noexcept { return field(0); }
-    std::string_view host() const noexcept { return field(1); }
-    std::string_view origin() const noexcept { return field(2); }
-    std::string_view subprotocol() const noexcept { return field(3); }
-    bool secure() const noexcept { return secure_; }
-    const WebSocket::HeaderList& headers() const;
+    std::string_view host() const noexcept;
+    std::string_view origin() const noexcept;
+    std::string_view subprotocol() const noexcept { return field(1); }
+    bool secure() const noexcept { return data_ && data_[secureAt] != 0; }
+    /// The first value of header `name` (case-insensitive), empty when absent.
+    std::string_view header(std::string_view name) const noexcept;
+    /// Every header, in order.
+    WebSocket::HeaderList headerList() const;
 
 private:
-    std::string_view field(int index) const noexcept;
+    static constexpr std::size_t countAt = 0;
+    static constexpr std::size_t hostAt = 1;
+    static constexpr std::size_t originAt = 2;
+    static constexpr std::size_t secureAt = 3;
+    static constexpr std::size_t fieldsAt = 4;
 
-    std::string blob_;
-    mutable std::unique_ptr<WebSocket::HeaderList> headers_;
-    bool secure_ = false;
+    std::size_t headerCount() const noexcept { return static_cast<unsigned char>(data_[countAt]); }
+    /// The value of the header whose index is at `at`, or else the `extra`th
+    /// field after the headers.
+    std::string_view headerOrExtra(std::size_t at, std::size_t extra) const noexcept;
+    /// Where the first header's name starts (the end when there is none).
+    const char* firstHeader() const noexcept;
+    /// The NUL-terminated field `index`: 0 target, 1 subprotocol, then the
+    /// headers' names and values, then the extras.
+    std::string_view field(std::size_t index) const noexcept;
+
+    std::unique_ptr<char[]> data_;
 };
 
 class Connection final : public net::DeadlineEntry, private proto::ProtocolHandler {
@@ -102,15 +123,15 @@ public:
     /// Peer (true) or local address and port.
     bool address(bool peer, std::string& host, std::uint16_t& port) const;
     SocketSignals& signals();
+    /// The request's headers as a list, built on the first call.
+    const WebSocket::HeaderList& requestHeaders();
     void updateFrameDelivery() noexcept;
 
     // What the WebSocket reports, kept here so that a WebSocket is one pointer.
     CloseCode closeCode() const noexcept { return static_cast<CloseCode>(closeCode_); }
     std::string closeReason() const;
-    std::error_code error() const noexcept { return error_; }
-    std::uint32_t closeTimeoutMs = 5000;
-    std::uint32_t messageTimeoutMs = 60000; // 0: none
-    std::uint32_t outgoingFrameSize = 512 * 1024;
+    std::error_code error() const noexcept;
+    // closeTimeoutMs, messageTimeoutMs and outgoingFrameSize are at the end.
 
     /// The callbacks live here, not in the WebSocket: a callback may destroy
     /// its WebSocket, and this object outlives the call. The three that
@@ -207,20 +228,30 @@ private:
     std::unique_ptr<TlsState> tls_;
     proto::Protocol protocol_;
     WriteOp* writing_ = nullptr; // the write libuv is doing, and what waits behind it
-    std::error_code error_;
+
+    // The small fields go last and together, and the flags that are not read
+    // for every message share one byte, so that the object fits malloc's
+    // 576-byte chunk (HotPathTest guards its size).
+public:
+    std::uint32_t closeTimeoutMs = 5000;
+    std::uint32_t messageTimeoutMs = 60000; // 0: none
+    std::uint32_t outgoingFrameSize = 512 * 1024;
+
+private:
     std::uint32_t busy_ = 0;
     std::uint16_t closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeNormal);
     Phase phase_ = Phase::Handshake;
+    std::uint8_t error_ = 0; // an Error, 0 for none: the category is always ours
     bool corked_ = false;
     bool reading_ = false;
-    bool readingPaused_ = false;
-    bool draining_ = false;
-    bool shutdownStarted_ = false;
-    bool closeInitiated_ = false;     // we sent the first close frame
-    bool reasonFromError_ = false;    // closeReason() is error_'s message
-    bool messageDeadline_ = false;    // linked into the loop's messageQueue
-    bool outputBackpressure_ = false; // not reading: too much waits to be written
-    bool messageDelivered_ = false;   // a message completed in this read batch
+    bool messageDelivered_ = false; // a message completed in this read batch
+    bool readingPaused_ : 1 = false;
+    bool draining_ : 1 = false;
+    bool shutdownStarted_ : 1 = false;
+    bool closeInitiated_ : 1 = false;     // we sent the first close frame
+    bool reasonFromError_ : 1 = false;    // closeReason() is error_'s message
+    bool messageDeadline_ : 1 = false;    // linked into the loop's messageQueue
+    bool outputBackpressure_ : 1 = false; // not reading: too much waits to be written
 };
 
 } // namespace wsgate::detail

@@ -130,7 +130,8 @@ TEST_SUITE("The hot path, end to end") {
         // A WebSocket is one pointer; everything else is in the connection.
         CHECK(sizeof(wsgate::WebSocket) == sizeof(void*));
         MESSAGE("sizeof(Connection) = " << sizeof(wsgate::detail::Connection));
-        // uv_tcp_t alone is 248 bytes; the bound catches growth.
-        CHECK(sizeof(wsgate::detail::Connection) <= 640);
+        // uv_tcp_t alone is 248 bytes. At 568 bytes a connection is a
+        // 576-byte malloc chunk; any growth goes to the next, 592.
+        CHECK(sizeof(wsgate::detail::Connection) <= 568);
     }
 }
