@@ -877,6 +877,12 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     if (closing()) {
         return;
     }
+    if (shutdownStarted_) {
+        // Our FIN is out: fail as libuv would after uv_shutdown, without the
+        // write(2) that would raise SIGPIPE.
+        failWrite(UV_EPIPE);
+        return;
+    }
     if (writing_ != nullptr) {
         // Behind the write in flight, in order.
         for (unsigned i = 0; i < count; ++i) {
