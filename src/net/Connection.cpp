@@ -10,9 +10,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-#include <algorithm>
 #include <cassert>
-#include <cctype>
 #include <cstring>
 
 namespace wsgate::detail {
@@ -189,13 +187,6 @@ namespace {
 constexpr std::uint8_t notAHeader = 0xFF;
 static_assert(proto::maxHeaderCount < notAHeader, "a header's index fits in a byte");
 
-bool equalsIgnoringCase(std::string_view a, std::string_view b) noexcept {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-        return std::tolower(static_cast<unsigned char>(x)) ==
-               std::tolower(static_cast<unsigned char>(y));
-    });
-}
-
 } // namespace
 
 void RequestInfo::assign(const proto::HandshakeRequest& request, std::string_view subprotocol,
@@ -284,35 +275,40 @@ const char* RequestInfo::firstHeader() const noexcept {
     return p + std::strlen(p) + 1; // the subprotocol
 }
 
-std::string_view RequestInfo::header(std::string_view name) const noexcept {
+template <class Visit>
+void RequestInfo::forEachHeader(Visit visit) const {
     if (!data_) {
-        return {};
+        return;
     }
-    const char* p = firstHeader();
-    for (std::size_t i = headerCount(); i > 0; --i) {
-        std::string_view key(p);
-        std::string_view value(p + key.size() + 1);
-        if (equalsIgnoringCase(key, name)) {
-            return value;
-        }
-        p = value.data() + value.size() + 1;
-    }
-    return {};
-}
-
-WebSocket::HeaderList RequestInfo::headerList() const {
-    WebSocket::HeaderList list;
-    if (!data_) {
-        return list;
-    }
-    list.reserve(headerCount());
     const char* p = firstHeader();
     for (std::size_t i = headerCount(); i > 0; --i) {
         std::string_view name(p);
         std::string_view value(p + name.size() + 1);
-        list.emplace_back(name, value);
+        if (!visit(name, value)) {
+            return;
+        }
         p = value.data() + value.size() + 1;
     }
+}
+
+std::string_view RequestInfo::header(std::string_view name) const noexcept {
+    std::string_view found;
+    forEachHeader([&](std::string_view key, std::string_view value) {
+        if (!proto::equalsIgnoreCase(key, name)) {
+            return true;
+        }
+        found = value;
+        return false;
+    });
+    return found;
+}
+
+WebSocket::HeaderList RequestInfo::headerList() const {
+    WebSocket::HeaderList list;
+    forEachHeader([&list](std::string_view name, std::string_view value) {
+        list.emplace_back(name, value);
+        return true;
+    });
     return list;
 }
 

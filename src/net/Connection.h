@@ -76,6 +76,9 @@ private:
     std::string_view headerOrExtra(std::size_t at, std::size_t extra) const noexcept;
     /// Where the first header's name starts (the end when there is none).
     const char* firstHeader() const noexcept;
+    /// Calls visit(name, value) for each header in order while it returns true.
+    template <class Visit>
+    void forEachHeader(Visit visit) const;
     /// The NUL-terminated field `index`: 0 target, 1 subprotocol, then the
     /// headers' names and values, then the extras.
     std::string_view field(std::size_t index) const noexcept;

@@ -38,18 +38,6 @@ bool equalsLower(std::string_view text, std::string_view lower) noexcept {
     return true;
 }
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (asciiLower(a[i]) != asciiLower(b[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
 constexpr bool isOws(char c) noexcept {
     return c == ' ' || c == '\t';
 }
@@ -467,6 +455,18 @@ std::optional<Error> HandshakeParser::validate() {
         request_.origin = *found.legacyOrigin;
     }
     return std::nullopt;
+}
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (asciiLower(a[i]) != asciiLower(b[i])) {
+            return false;
+        }
+    }
+    return true;
 }
 
 std::string acceptKey(std::string_view key) {

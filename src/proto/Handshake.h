@@ -101,6 +101,10 @@ private:
     Error error_ = Error::MalformedRequest;
 };
 
+/// ASCII case-insensitive equality, as header names and tokens compare
+/// (RFC 7230 §3.2).
+bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept;
+
 /// Sec-WebSocket-Accept for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of
 /// the key and the GUID 258EAFA5-E914-47DA-95CA-C5AB0DC85B11.
 std::string acceptKey(std::string_view key);
