@@ -12,15 +12,15 @@ struct LoopData;
 }
 
 /// One libuv loop and the state wsgate shares between the connections on it
-/// (one read buffer, one timer queue). Every Server and WebSocket is bound to
+/// (one read buffer, one timer queue, one epoll set for their sockets, which
+/// the loop watches as a single poll handle). Every Server and WebSocket is bound to
 /// the loop it was made on and may be used only from that loop's thread, as a
 /// QObject is bound to its thread.
 ///
 /// Destroy servers and sockets before their loop.
 ///
-/// Making an EventLoop sets SIGPIPE to be ignored if it still has its
-/// default action (which would end the process when a peer resets a
-/// connection we write to); a handler the application installed is kept.
+/// The library leaves SIGPIPE alone: it sends with MSG_NOSIGNAL, so a peer
+/// that resets a connection we write to gives an error, never the signal.
 class EventLoop {
 public:
     /// Makes and owns a new loop.

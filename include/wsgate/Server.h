@@ -140,9 +140,10 @@ public:
 
     // Signals.
     /// accept() failed; the server keeps listening. Out of file descriptors
-    /// (EMFILE, ENFILE) is the exception: libuv then accepts and closes the
-    /// waiting connections itself, so their clients see a closed connection
-    /// rather than a hang, and nothing is reported.
+    /// (EMFILE, ENFILE) is the exception: the server then accepts and closes
+    /// the waiting connections with a descriptor it holds in reserve, so
+    /// their clients see a closed connection rather than a hang, and nothing
+    /// is reported.
     void onAcceptError(std::function<void(std::error_code error)> f);
     void onClosed(std::function<void()> f);
     /// A connection finished its handshake and waits in the pending queue.

@@ -3,14 +3,16 @@
 #include "net/Connection.h"
 #include "net/LoopData.h"
 
-#include <signal.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
 #include <cassert>
-#include <csignal>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace wsgate {
 namespace detail {
@@ -30,15 +32,9 @@ uv_loop_t* makeLoop(std::unique_ptr<uv_loop_t>& owned) {
 
 namespace {
 
-// libuv writes with write(2), and Linux has no per-socket way to turn off
-// SIGPIPE: a peer that resets while we write would kill the process. Ignore
-// it unless the application has a handler of its own.
-void ignoreSigpipe() {
-    struct sigaction current {};
-    if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
-        std::signal(SIGPIPE, SIG_IGN);
-    }
-}
+/// Socket events taken from the epoll set per wakeup of the loop; more wait
+/// for the next iteration.
+constexpr int eventsPerWakeup = 256;
 
 } // namespace
 
@@ -53,15 +49,33 @@ LoopData::LoopData(uv_loop_t* existing)
           nullptr) {
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
-    ignoreSigpipe();
+    socketsFd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (socketsFd < 0 || uv_poll_init(loop, &socketsPoll, socketsFd) < 0) {
+        std::fprintf(stderr, "wsgate: epoll_create1: %s\n", std::strerror(errno));
+        std::abort();
+    }
+    socketsPoll.data = this;
+    // Always polled; referenced only while it has sockets, so that a loop
+    // with nothing else to do still runs dry.
+    uv_poll_start(&socketsPoll, UV_READABLE, onSocketsReady);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
 }
 
 LoopData::~LoopData() {
+    // Connections closed in the last iteration finish closing first.
+    while (!deferred.empty()) {
+        runDeferredBatch();
+    }
     closeQueue.close(nullptr);
     messageQueue.close(nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&deferIdle), nullptr);
-    // Let the two close callbacks run, and anything else still closing.
+    uv_close(reinterpret_cast<uv_handle_t*>(&socketsPoll), nullptr);
+    // Let the close callbacks run, and anything else still closing.
     uv_run(loop, UV_RUN_NOWAIT);
+    ::close(socketsFd);
+    if (reserveFd >= 0) {
+        ::close(reserveFd);
+    }
     if (ownedLoop) {
         // Handles the application leaked keep the loop open; run them dry.
         while (uv_loop_close(loop) == UV_EBUSY) {
@@ -78,6 +92,40 @@ LoopData::~LoopData() {
     }
 }
 
+int LoopData::watch(int fd, Connection* connection) {
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    event.data.ptr = connection;
+    if (::epoll_ctl(socketsFd, EPOLL_CTL_ADD, fd, &event) < 0) {
+        return -errno;
+    }
+    if (socketCount++ == 0) {
+        uv_ref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
+    }
+    return 0;
+}
+
+void LoopData::unwatch(int fd) noexcept {
+    ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, fd, nullptr);
+    if (--socketCount == 0) {
+        uv_unref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
+    }
+}
+
+void LoopData::onSocketsReady(uv_poll_t* poll, int status, int) {
+    if (status < 0) {
+        return;
+    }
+    auto* self = static_cast<LoopData*>(poll->data);
+    epoll_event events[eventsPerWakeup];
+    int n = ::epoll_wait(self->socketsFd, events, eventsPerWakeup, 0);
+    // A connection closed by an earlier event of this batch is still
+    // allocated: it is freed from the deferred queue, in a later iteration.
+    for (int i = 0; i < n; ++i) {
+        static_cast<Connection*>(events[i].data.ptr)->onSocketEvents(events[i].events);
+    }
+}
+
 void LoopData::defer(Connection* connection) {
     deferred.push_back(connection);
     if (uv_is_active(reinterpret_cast<uv_handle_t*>(&deferIdle)) == 0) {
@@ -87,25 +135,25 @@ void LoopData::defer(Connection* connection) {
 
 void LoopData::cancelDeferred(Connection* connection) noexcept {
     std::replace(deferred.begin(), deferred.end(), connection, static_cast<Connection*>(nullptr));
-    if (deferredRunning != nullptr) {
-        std::replace(deferredRunning->begin(), deferredRunning->end(), connection,
-                     static_cast<Connection*>(nullptr));
-    }
+    std::replace(deferredRunning.begin(), deferredRunning.end(), connection,
+                 static_cast<Connection*>(nullptr));
 }
 
 void LoopData::onDeferIdle(uv_idle_t* idle) {
-    auto* self = static_cast<LoopData*>(idle->data);
-    std::vector<Connection*> batch;
-    batch.swap(self->deferred);
-    uv_idle_stop(idle);
+    static_cast<LoopData*>(idle->data)->runDeferredBatch();
+}
+
+void LoopData::runDeferredBatch() {
+    // Two vectors swapped, so that neither is allocated again per batch.
+    deferredRunning.swap(deferred);
+    uv_idle_stop(&deferIdle);
     // A connection freed by an earlier one of the batch is nulled in it.
-    self->deferredRunning = &batch;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (batch[i] != nullptr) {
-            batch[i]->runDeferred();
+    for (std::size_t i = 0; i < deferredRunning.size(); ++i) {
+        if (Connection* c = deferredRunning[i]) {
+            c->runDeferred();
         }
     }
-    self->deferredRunning = nullptr;
+    deferredRunning.clear();
 }
 
 } // namespace detail

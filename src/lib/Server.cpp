@@ -5,13 +5,18 @@
 #include "net/LoopData.h"
 #include "net/SocketAddress.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 namespace wsgate {
 namespace detail {
@@ -19,6 +24,9 @@ namespace {
 
 /// The kernel caps this at net.core.somaxconn.
 constexpr int listenBacklog = 4096;
+
+/// Connections accepted per turn of the loop before other work runs.
+constexpr int acceptsPerTurn = 128;
 
 std::error_code uvError(int rc) {
     return {-rc, std::generic_category()};
@@ -60,8 +68,8 @@ void ServerState::reportHandshakeError(Error e) {
     }
 }
 
-void ServerState::onConnection(uv_stream_t* stream, int status) {
-    auto* self = static_cast<ServerState*>(stream->data);
+void ServerState::onListenerReadable(uv_poll_t* poll, int status, int) {
+    auto* self = static_cast<ServerState*>(poll->data);
     if (status < 0) {
         self->setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(status));
         if (self->acceptError) {
@@ -69,46 +77,99 @@ void ServerState::onConnection(uv_stream_t* stream, int status) {
         }
         return;
     }
-    if (self->paused) {
-        // Not accepting leaves the connection with libuv, which stops watching
-        // the listener until uv_accept is called again in resumeAccepting.
-        return;
-    }
-    int rc = Connection::accept(*self, stream);
-    if (rc < 0 && rc != UV_EAGAIN) {
-        self->setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
-        if (self->acceptError) {
-            self->acceptError(uvError(rc));
+    self->acceptConnections();
+}
+
+void ServerState::acceptConnections() {
+    // The listener is level-triggered: what is left waits for the next turn.
+    for (int i = 0; i < acceptsPerTurn && listener != nullptr && !paused; ++i) {
+        int fd = ::accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int error = errno;
+            if (error == EAGAIN || error == EWOULDBLOCK) {
+                return;
+            }
+            if (error == EINTR || error == ECONNABORTED) {
+                continue;
+            }
+            if (error == EMFILE || error == ENFILE) {
+                shedConnections();
+                return;
+            }
+            setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(error));
+            if (acceptError) {
+                acceptError(std::error_code(error, std::generic_category()));
+            }
+            return;
+        }
+        int rc = Connection::accept(*this, fd);
+        if (rc < 0) {
+            setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
+            if (acceptError) {
+                acceptError(uvError(rc));
+            }
         }
     }
 }
 
-bool ServerState::openListener() {
-    listener = new uv_tcp_t;
-    int rc = uv_tcp_init(loop.loop, listener);
+void ServerState::shedConnections() {
+    if (loop.reserveFd < 0) {
+        return;
+    }
+    ::close(loop.reserveFd);
+    loop.reserveFd = -1;
+    for (;;) {
+        int fd = ::accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            break;
+        }
+        ::close(fd);
+    }
+    loop.reserveFd = ::open("/", O_RDONLY | O_CLOEXEC);
+}
+
+void ServerState::updateAccepting() {
+    if (listener == nullptr) {
+        return;
+    }
+    if (paused) {
+        uv_poll_stop(listener);
+    } else {
+        uv_poll_start(listener, UV_READABLE, onListenerReadable);
+    }
+}
+
+bool ServerState::startListening(int fd) {
+    int rc = 0;
+    if (loop.reserveFd < 0) {
+        loop.reserveFd = ::open("/", O_RDONLY | O_CLOEXEC);
+    }
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+    // setsockopt here instead of one per connection.
+    int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    if (::listen(fd, listenBacklog) < 0) {
+        rc = -errno;
+    } else {
+        listener = new uv_poll_t;
+        rc = uv_poll_init_socket(loop.loop, listener, fd);
+        if (rc < 0) {
+            delete listener;
+            listener = nullptr;
+        }
+    }
     if (rc < 0) {
-        delete listener;
-        listener = nullptr;
+        ::close(fd);
         setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
         return false;
     }
     listener->data = this;
-    return true;
-}
-
-bool ServerState::startListening(int rc) {
-    if (rc == 0) {
-        // Accepted sockets inherit TCP_NODELAY from the listener on Linux:
-        // one setsockopt here instead of one per connection.
-        uv_tcp_nodelay(listener, 1);
-        rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener), listenBacklog, onConnection);
-    }
-    if (rc < 0) {
-        closeListener();
-        setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
-        return false;
-    }
+    listenFd = fd;
     listening = true;
+    updateAccepting();
     return true;
 }
 
@@ -119,13 +180,16 @@ void ServerState::closeListener() {
     listening = false;
     ++openHandles;
     uv_close(reinterpret_cast<uv_handle_t*>(listener), onHandleClosed);
+    // libuv has stopped watching it: the descriptor can go now.
+    ::close(listenFd);
+    listenFd = -1;
     listener = nullptr;
 }
 
 void ServerState::onHandleClosed(uv_handle_t* handle) {
     auto* state = static_cast<ServerState*>(handle->data);
-    if (handle->type == UV_TCP) {
-        delete reinterpret_cast<uv_tcp_t*>(handle);
+    if (handle->type == UV_POLL) {
+        delete reinterpret_cast<uv_poll_t*>(handle);
     }
     if (--state->openHandles == 0 && state->destroyed) {
         delete state;
@@ -176,17 +240,26 @@ bool Server::listen(const std::string& address, std::uint16_t port) {
         s.setError(CloseCode::CloseCodeAbnormalDisconnection, "invalid address: " + address);
         return false;
     }
-    if (!s.openListener()) {
+    int fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && errno == EAFNOSUPPORT && address.empty()) {
+        // No IPv6 on this host: the IPv4 any address instead.
+        uv_ip4_addr("0.0.0.0", port, reinterpret_cast<sockaddr_in*>(&storage));
+        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    if (fd < 0) {
+        s.setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(errno));
         return false;
     }
-    rc = uv_tcp_bind(s.listener, sa, 0);
-    if (rc == UV_EAFNOSUPPORT && address.empty()) {
-        // No IPv6 on this host: the socket was not made, so the handle can
-        // bind the IPv4 any address instead.
-        uv_ip4_addr("0.0.0.0", port, reinterpret_cast<sockaddr_in*>(&storage));
-        rc = uv_tcp_bind(s.listener, sa, 0);
+    // A restarted server can bind while the last one's connections linger.
+    int on = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    const socklen_t length = sa->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::bind(fd, sa, length) < 0) {
+        s.setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(errno));
+        ::close(fd);
+        return false;
     }
-    return s.startListening(rc);
+    return s.startListening(fd);
 }
 
 void Server::close() {
@@ -216,7 +289,7 @@ std::string Server::serverAddress() const {
     std::string host;
     std::uint16_t port = 0;
     if (state_->listener != nullptr) {
-        net::socketAddress(state_->listener, false, host, port);
+        net::socketAddress(state_->listenFd, false, host, port);
     }
     return host;
 }
@@ -225,7 +298,7 @@ std::uint16_t Server::serverPort() const {
     std::string host;
     std::uint16_t port = 0;
     if (state_->listener != nullptr) {
-        net::socketAddress(state_->listener, false, host, port);
+        net::socketAddress(state_->listenFd, false, host, port);
     }
     return port;
 }
@@ -256,19 +329,12 @@ Server::SslMode Server::secureMode() const noexcept {
 
 void Server::pauseAccepting() {
     state_->paused = true;
+    state_->updateAccepting();
 }
 
 void Server::resumeAccepting() {
-    ServerState& s = *state_;
-    if (!s.paused) {
-        return;
-    }
-    s.paused = false;
-    if (s.listener != nullptr) {
-        // Take the connection libuv held while paused; uv_accept also makes
-        // libuv watch the listener again. UV_EAGAIN: none was held.
-        Connection::accept(s, reinterpret_cast<uv_stream_t*>(s.listener));
-    }
+    state_->paused = false;
+    state_->updateAccepting();
 }
 
 bool Server::setMaxPendingConnections(int n) {
@@ -353,21 +419,16 @@ bool Server::setSocketDescriptor(int fd) {
         s.setError(CloseCode::CloseCodeAbnormalDisconnection, "already listening");
         return false;
     }
-    if (!s.openListener()) {
+    int flags = fd < 0 ? -1 : ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        s.setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(errno));
         return false;
     }
-    return s.startListening(uv_tcp_open(s.listener, fd));
+    return s.startListening(fd);
 }
 
 int Server::socketDescriptor() const {
-    if (state_->listener == nullptr) {
-        return -1;
-    }
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(state_->listener), &fd) < 0) {
-        return -1;
-    }
-    return fd;
+    return state_->listenFd;
 }
 
 bool Server::handleConnection(int fd) {

@@ -26,19 +26,27 @@ struct ServerState {
     /// Reports a refused or failed handshake through serverError.
     void reportHandshakeError(Error error);
     void setError(CloseCode code, std::string text);
-    /// Makes a listener handle; false with the error set when it cannot.
-    bool openListener();
-    /// Listens on the open listener unless `rc` (of binding or adopting it)
-    /// is an error; on any error closes it and sets the error.
-    bool startListening(int rc);
+    /// Listens on socket `fd` (bound, or adopted from the application),
+    /// watched by a new listener handle; on any error closes `fd` and sets
+    /// the error.
+    bool startListening(int fd);
     void closeListener();
+    /// Accepts what waits in the listener's backlog, a bounded number per
+    /// turn of the loop.
+    void acceptConnections();
+    /// Out of descriptors: accepts and closes what waits, so that those
+    /// clients see a closed connection rather than a hang.
+    void shedConnections();
+    /// Watches the listener unless paused or closed.
+    void updateAccepting();
     /// Closes the handles and frees this once they are closed.
     void destroy();
-    static void onConnection(uv_stream_t* listener, int status);
+    static void onListenerReadable(uv_poll_t* poll, int status, int events);
     static void onHandleClosed(uv_handle_t* handle);
 
     LoopData& loop;
-    uv_tcp_t* listener = nullptr;  // one per listen(), freed by its close callback
+    int listenFd = -1;
+    uv_poll_t* listener = nullptr; // one per listen(), freed by its close callback
     net::DeadlineQueue handshakes; // connections in their handshake, by deadline
     std::deque<Connection*> pending;
     std::string serverName;

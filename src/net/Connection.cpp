@@ -6,11 +6,16 @@
 #include "wsgate/PreSharedKeyAuthenticator.h"
 #include "wsgate/SslError.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cassert>
+#include <cerrno>
 #include <cstring>
 
 namespace wsgate::detail {
@@ -29,9 +34,12 @@ constexpr std::size_t readPauseThreshold = 1024 * 1024;
 /// inside a read batch, rather than copied into the batch's buffer.
 constexpr std::size_t directWriteThreshold = 16 * 1024;
 
-uv_buf_t makeBuf(const void* data, std::size_t size) {
-    return uv_buf_init(const_cast<char*>(static_cast<const char*>(data)),
-                       static_cast<unsigned>(size));
+/// Reads of a full buffer one socket gets per turn of the loop before the
+/// others: 4 MiB at 512 KiB each.
+constexpr int readsPerTurn = 8;
+
+iovec makeBuf(const void* data, std::size_t size) {
+    return {const_cast<void*>(data), size};
 }
 
 } // namespace
@@ -91,7 +99,7 @@ struct Connection::TlsState final : net::TlsSession::Handler {
         connection.processInput(data, size);
     }
     void onTlsOutput(const std::uint8_t* data, std::size_t size) override {
-        uv_buf_t buf = makeBuf(data, size);
+        iovec buf = makeBuf(data, size);
         connection.socketWrite(&buf, 1);
     }
     void onTlsError(int, bool duringHandshake) override {
@@ -172,13 +180,12 @@ struct Connection::TlsState final : net::TlsSession::Handler {
     std::string plaintext; // gathered while corked
 };
 
-/// A write libuv is doing, allocated only when uv_try_write could not take
-/// everything (a slow reader, a large message). Bytes written meanwhile wait
-/// in `queued`, behind it.
+/// What the socket did not take at once (a slow reader, a large message),
+/// allocated only then. Bytes written meanwhile are appended behind it.
 struct Connection::WriteOp {
-    uv_write_t req;
     std::string data;
-    std::string queued;
+    std::size_t sent = 0; // the part of data already written
+    std::size_t waiting() const noexcept { return data.size() - sent; }
 };
 
 namespace {
@@ -315,48 +322,43 @@ WebSocket::HeaderList RequestInfo::headerList() const {
 Connection::Connection(ServerState& server)
     : loop_(server.loop), server_(&server), protocol_(*this, server.limits),
       messageTimeoutMs(server.messageTimeoutMs) {
-    handle_.data = this;
     protocol_.setBufferCache(&loop_.messageCache);
 }
 
 Connection::~Connection() {
     assert(writing_ == nullptr);
-    loop_.cancelDeferred(this);
+    if (deferQueued_) {
+        loop_.cancelDeferred(this);
+    }
 }
 
-int Connection::accept(ServerState& server, uv_stream_t* listener) {
-    return create(server, [listener](uv_tcp_t* handle) {
-        return uv_accept(listener, reinterpret_cast<uv_stream_t*>(handle));
-    });
+int Connection::accept(ServerState& server, int fd) {
+    return create(server, fd);
 }
 
 int Connection::adopt(ServerState& server, int fd) {
-    return create(server, [fd](uv_tcp_t* handle) {
-        int rc = uv_tcp_open(handle, fd);
-        if (rc == 0) {
-            // Small frames go out at once; we gather them per read batch
-            // ourselves. Accepted sockets inherit this from the listener.
-            uv_tcp_nodelay(handle, 1);
-        }
-        return rc;
-    });
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        int error = -errno;
+        ::close(fd);
+        return error;
+    }
+    // Small frames go out at once; we gather them per read batch ourselves.
+    // Accepted sockets inherit this from the listener.
+    int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    return create(server, fd);
 }
 
-template <class Attach>
-int Connection::create(ServerState& server, Attach attach) {
+int Connection::create(ServerState& server, int fd) {
     auto* c = new Connection(server);
-    int rc = uv_tcp_init(server.loop.loop, &c->handle_);
+    int rc = server.loop.watch(fd, c);
     if (rc < 0) {
+        ::close(fd);
         delete c;
         return rc;
     }
-    rc = attach(&c->handle_);
-    if (rc < 0) {
-        // The handle is initialized: it is freed through its close callback.
-        c->server_ = nullptr;
-        c->closeHandle();
-        return rc;
-    }
+    c->fd_ = fd;
     return c->start(
         static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs));
 }
@@ -369,6 +371,13 @@ int Connection::start(std::uint64_t handshakeTimeoutMs) {
     server_->handshakes.add(*this, handshakeTimeoutMs);
     updateReading();
     return 0;
+}
+
+void Connection::defer() {
+    if (!deferQueued_) {
+        deferQueued_ = true;
+        loop_.defer(this);
+    }
 }
 
 void Connection::updateReading() {
@@ -388,26 +397,55 @@ void Connection::updateReading() {
     default:
         break;
     }
-    auto* stream = reinterpret_cast<uv_stream_t*>(&handle_);
-    if (want && !reading_) {
-        reading_ = uv_read_start(stream, onAlloc, onRead) == 0;
-    } else if (!want && reading_) {
-        uv_read_stop(stream);
-        reading_ = false;
+    if (want && !reading_ && readable_) {
+        // Edge-triggered: what arrived while not reading raises no new event.
+        // Read it on the next iteration, outside the caller's code.
+        defer();
+    }
+    reading_ = want;
+}
+
+void Connection::onSocketEvents(std::uint32_t events) {
+    if (closing()) {
+        return; // closed by an earlier event of the same batch
+    }
+    Busy busy(*this);
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+        readable_ = true;
+    }
+    readSocket();
+    if (writing_ != nullptr && !closing() && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) {
+        writePending();
     }
 }
 
-void Connection::onAlloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
-    auto* c = static_cast<Connection*>(handle->data);
-    *buf = makeBuf(c->loop_.readBuffer.get(), LoopData::readBufferSize);
-}
-
-void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-    auto* c = static_cast<Connection*>(stream->data);
-    if (nread > 0) {
-        c->onBytes(reinterpret_cast<std::uint8_t*>(buf->base), static_cast<std::size_t>(nread));
-    } else if (nread < 0) {
-        c->onReadEnd(static_cast<int>(nread));
+void Connection::readSocket() {
+    std::uint8_t* buffer = loop_.readBuffer.get();
+    for (int i = 0; i < readsPerTurn; ++i) {
+        if (!reading_ || !readable_ || closing()) {
+            return;
+        }
+        ssize_t n = ::read(fd_, buffer, LoopData::readBufferSize);
+        if (n > 0) {
+            // A short read drained the socket; more raises a new edge.
+            if (static_cast<std::size_t>(n) < LoopData::readBufferSize) {
+                readable_ = false;
+            }
+            onBytes(buffer, static_cast<std::size_t>(n));
+        } else if (n == 0) {
+            readable_ = false;
+            onReadEnd(UV_EOF);
+            return;
+        } else if (errno != EINTR) {
+            readable_ = false;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                onReadEnd(-errno);
+            }
+            return;
+        }
+    }
+    if (reading_ && readable_ && !closing()) {
+        defer(); // the rest after the other sockets' turn
     }
 }
 
@@ -505,7 +543,7 @@ void Connection::completeHandshake(const std::uint8_t* rest, std::size_t restSiz
     }
     std::string_view subprotocol = proto::chooseSubprotocol(request.protocols, server.subprotocols);
     std::string response = proto::buildAcceptResponse(request.key, subprotocol, server.serverName);
-    uv_buf_t buf = makeBuf(response.data(), response.size());
+    iovec buf = makeBuf(response.data(), response.size());
     writeBytes(&buf, 1);
 
     request_.assign(request, subprotocol, server.mode == Server::SslMode::SecureMode);
@@ -526,7 +564,7 @@ void Connection::completeHandshake(const std::uint8_t* rest, std::size_t restSiz
 
 void Connection::refuse(Error error) {
     std::string response = proto::buildErrorResponse(error, server_->serverName);
-    uv_buf_t buf = makeBuf(response.data(), response.size());
+    iovec buf = makeBuf(response.data(), response.size());
     writeBytes(&buf, 1);
     ServerState* server = server_;
     server_ = nullptr;
@@ -541,7 +579,7 @@ void Connection::onHandshakeDeadline(net::DeadlineEntry& entry, void*) {
     // RFC 7231 §6.5.7: 408 tells a client that is still there why it is dropped.
     std::string response =
         proto::buildErrorResponse(Error::HandshakeTimeout, c.server_->serverName);
-    uv_buf_t buf = makeBuf(response.data(), response.size());
+    iovec buf = makeBuf(response.data(), response.size());
     if (!c.tls_ || c.tls_->session.handshakeComplete()) {
         c.writeBytes(&buf, 1);
     }
@@ -559,7 +597,7 @@ void Connection::bind(WebSocket* socket) {
     if (handshake_ && !handshake_->rest.empty()) {
         // The bytes read past the request wait for the next loop iteration,
         // so that the application can connect its callbacks first.
-        loop_.defer(this);
+        defer();
         return;
     }
     handshake_.reset();
@@ -568,18 +606,30 @@ void Connection::bind(WebSocket* socket) {
 }
 
 void Connection::runDeferred() {
+    deferQueued_ = false;
+    if (phase_ == Phase::HandleClosing) {
+        finishClose();
+        return;
+    }
+    if (closing()) {
+        return;
+    }
     Busy busy(*this);
-    if (handshake_ && !handshake_->rest.empty()) {
+    if (phase_ == Phase::Open && handshake_) {
+        // The bytes read past the request, now that the application has
+        // connected its callbacks.
         std::string rest = std::move(handshake_->rest);
         handshake_.reset();
-        cork();
-        messageDelivered_ = false;
-        processInput(reinterpret_cast<std::uint8_t*>(rest.data()), rest.size());
-        updateMessageDeadline();
-        uncork();
+        if (!rest.empty()) {
+            cork();
+            messageDelivered_ = false;
+            processInput(reinterpret_cast<std::uint8_t*>(rest.data()), rest.size());
+            updateMessageDeadline();
+            uncork();
+        }
+        updateReading();
     }
-    handshake_.reset();
-    updateReading();
+    readSocket();
 }
 
 void Connection::dropFromServer() {
@@ -670,7 +720,7 @@ SocketState Connection::socketState() const noexcept {
 std::size_t Connection::bytesToWrite() const noexcept {
     std::size_t queued = loop_.corkOwner == this ? loop_.corkBuffer.size() : 0;
     if (writing_ != nullptr) {
-        queued += writing_->data.size() + writing_->queued.size();
+        queued += writing_->waiting();
     }
     return queued;
 }
@@ -681,7 +731,7 @@ void Connection::setReadingPaused(bool paused) {
 }
 
 bool Connection::address(bool peer, std::string& host, std::uint16_t& port) const {
-    return !closing() && net::socketAddress(&handle_, peer, host, port);
+    return !closing() && net::socketAddress(fd_, peer, host, port);
 }
 
 // Protocol events.
@@ -801,19 +851,19 @@ std::string Connection::closeReason() const {
 
 void Connection::sendFrame(const std::uint8_t* header, std::size_t headerSize,
                            const std::uint8_t* payload, std::size_t payloadSize) {
-    uv_buf_t bufs[2] = {makeBuf(header, headerSize), makeBuf(payload, payloadSize)};
+    iovec bufs[2] = {makeBuf(header, headerSize), makeBuf(payload, payloadSize)};
     writeBytes(bufs, payloadSize == 0 ? 1 : 2);
 }
 
 // Writes.
 
-void Connection::writeBytes(const uv_buf_t* bufs, unsigned count) {
+void Connection::writeBytes(const iovec* bufs, unsigned count) {
     if (!tls_) {
         socketWrite(bufs, count);
         return;
     }
     for (unsigned i = 0; i < count; ++i) {
-        tls_->plaintext.append(bufs[i].base, bufs[i].len);
+        tls_->plaintext.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
     }
     if (!corked_) {
         flushTls();
@@ -861,7 +911,7 @@ void Connection::uncork() {
     loop_.corkOwner = nullptr;
     std::string& cork = loop_.corkBuffer;
     if (!cork.empty()) {
-        uv_buf_t buf = makeBuf(cork.data(), cork.size());
+        iovec buf = makeBuf(cork.data(), cork.size());
         // Not corked any more, so this writes (or queues behind a write).
         socketWrite(&buf, 1);
         cork.clear();
@@ -869,38 +919,61 @@ void Connection::uncork() {
     flush();
 }
 
-void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
+std::ptrdiff_t Connection::sendSome(const iovec* iov, unsigned count) {
+    for (;;) {
+        ssize_t n = 0;
+        if (count == 1) {
+            n = ::send(fd_, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            msghdr message{};
+            message.msg_iov = const_cast<iovec*>(iov);
+            message.msg_iovlen = count;
+            n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
+        }
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+}
+
+void Connection::socketWrite(const iovec* bufs, unsigned count) {
     if (closing()) {
         return;
     }
     if (shutdownStarted_) {
-        // Our FIN is out: fail as libuv would after uv_shutdown, without the
-        // write(2) that would raise SIGPIPE.
+        // Our FIN is out: a write now fails as it would on the socket.
         failWrite(UV_EPIPE);
         return;
     }
     if (writing_ != nullptr) {
-        // Behind the write in flight, in order.
+        // Behind what waits, in order; EPOLLOUT sends it.
         for (unsigned i = 0; i < count; ++i) {
-            writing_->queued.append(bufs[i].base, bufs[i].len);
+            writing_->data.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
         }
         checkBackpressure();
         return;
     }
     std::size_t total = 0;
     for (unsigned i = 0; i < count; ++i) {
-        total += bufs[i].len;
+        total += bufs[i].iov_len;
     }
     std::string& cork = loop_.corkBuffer;
     if (corked_ && total < directWriteThreshold) {
         for (unsigned i = 0; i < count; ++i) {
-            cork.append(bufs[i].base, bufs[i].len);
+            cork.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
         }
         return;
     }
-    // uv_try_write first: most writes complete here and nothing is copied. A
-    // large frame in a batch goes now, after what the batch gathered so far.
-    uv_buf_t all[3] = {};
+    // Straight to the socket: most writes complete here and nothing is
+    // copied. A large frame in a batch goes now, after what the batch
+    // gathered so far.
+    iovec all[3] = {};
     unsigned n = 0;
     std::size_t gathered = corked_ ? cork.size() : 0;
     if (gathered > 0) {
@@ -909,17 +982,17 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
     for (unsigned i = 0; i < count; ++i) {
         all[n++] = bufs[i];
     }
-    int rc = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), all, n);
-    if (rc < 0 && rc != UV_EAGAIN) {
+    std::ptrdiff_t rc = sendSome(all, n);
+    if (rc < 0) {
         if (gathered > 0) {
             cork.clear();
         }
-        failWrite(rc);
+        failWrite(static_cast<int>(rc));
         return;
     }
-    std::size_t written = rc > 0 ? static_cast<std::size_t>(rc) : 0;
+    auto written = static_cast<std::size_t>(rc);
     if (written < gathered + total) {
-        // Keep the rest, in order, for a write libuv does when it can.
+        // Keep the rest, in order, for when epoll says the socket has room.
         auto* op = new WriteOp;
         if (gathered + total - written > directWriteThreshold) {
             op->data.swap(loop_.spareWriteBuffer);
@@ -927,21 +1000,26 @@ void Connection::socketWrite(const uv_buf_t* bufs, unsigned count) {
         op->data.reserve(gathered + total - written);
         std::size_t skip = written;
         for (unsigned i = 0; i < n; ++i) {
-            if (skip >= all[i].len) {
-                skip -= all[i].len;
+            if (skip >= all[i].iov_len) {
+                skip -= all[i].iov_len;
                 continue;
             }
-            op->data.append(all[i].base + skip, all[i].len - skip);
+            op->data.append(static_cast<const char*>(all[i].iov_base) + skip,
+                            all[i].iov_len - skip);
             skip = 0;
         }
-        startWrite(op);
+        writing_ = op;
         checkBackpressure();
     }
     if (gathered > 0) {
         cork.clear();
     }
-    if (written > 0 && socket_ != nullptr && signals_ && signals_->bytesWritten) {
-        signals_->bytesWritten(written);
+    reportWritten(written);
+}
+
+void Connection::reportWritten(std::size_t bytes) {
+    if (bytes > 0 && socket_ != nullptr && signals_ && signals_->bytesWritten) {
+        signals_->bytesWritten(bytes);
     }
 }
 
@@ -956,24 +1034,60 @@ void Connection::flush() {
         tls_->session.sendCloseNotify();
     }
     if (draining_ && writing_ == nullptr && !corked_ && !shutdownStarted_ && !closing()) {
-        startShutdown();
+        if (closeHandshakeDone()) {
+            // Our last bytes are in the kernel and go out before the FIN.
+            closeHandle();
+        } else {
+            startShutdown();
+        }
     }
 }
 
-void Connection::startWrite(WriteOp* op) {
-    op->req.data = this;
-    uv_buf_t buf = makeBuf(op->data.data(), op->data.size());
-    int rc = uv_write(&op->req, reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1, onWritten);
-    if (rc < 0) {
-        delete op;
-        failWrite(rc);
+bool Connection::closeHandshakeDone() const noexcept {
+    // Both close frames are through, and every byte before the peer's was
+    // read with it; after its close frame a peer sends nothing but its FIN
+    // (RFC 6455 §5.5.1), which close(2) does not answer with a reset. So
+    // the server closes first (§7.1.1) without waiting for that FIN: no
+    // shutdown(2), no last read. Over TLS the peer may still answer our
+    // close_notify, so wss:// waits for it.
+    return !tls_ && phase_ == Phase::Open && protocol_.state() == proto::Protocol::State::Closed &&
+           !readable_;
+}
+
+void Connection::writePending() {
+    WriteOp* op = writing_;
+    std::size_t written = 0;
+    while (op->waiting() > 0) {
+        iovec buf = makeBuf(op->data.data() + op->sent, op->waiting());
+        std::ptrdiff_t rc = sendSome(&buf, 1);
+        if (rc < 0) {
+            failWrite(static_cast<int>(rc));
+            return;
+        }
+        if (rc == 0) {
+            break; // full again: the next EPOLLOUT
+        }
+        op->sent += static_cast<std::size_t>(rc);
+        written += static_cast<std::size_t>(rc);
+    }
+    if (op->waiting() == 0) {
+        writing_ = nullptr;
+        releaseWriteOp(op);
+    } else if (op->sent > op->data.size() / 2) {
+        // Appends go behind; do not let the written part grow with them.
+        op->data.erase(0, op->sent);
+        op->sent = 0;
+    }
+    reportWritten(written);
+    if (closing()) {
         return;
     }
-    writing_ = op;
+    checkBackpressure();
+    flush();
 }
 
 void Connection::checkBackpressure() {
-    std::size_t waiting = writing_ != nullptr ? writing_->data.size() + writing_->queued.size() : 0;
+    std::size_t waiting = writing_ != nullptr ? writing_->waiting() : 0;
     bool pause =
         outputBackpressure_ ? waiting > readPauseThreshold / 2 : waiting > readPauseThreshold;
     if (pause != outputBackpressure_) {
@@ -990,35 +1104,6 @@ void Connection::releaseWriteOp(WriteOp* op) {
         spare.swap(op->data);
     }
     delete op;
-}
-
-void Connection::onWritten(uv_write_t* req, int status) {
-    auto* c = static_cast<Connection*>(req->data);
-    Busy busy(*c);
-    WriteOp* op = c->writing_;
-    assert(&op->req == req);
-    c->writing_ = nullptr;
-    std::size_t written = op->data.size();
-    if (status < 0) {
-        delete op;
-        if (status != UV_ECANCELED) {
-            c->failWrite(status);
-        }
-        return;
-    }
-    if (c->socket_ != nullptr && c->signals_ && c->signals_->bytesWritten) {
-        c->signals_->bytesWritten(written);
-    }
-    if (op->queued.empty() || c->closing()) {
-        c->releaseWriteOp(op);
-    } else {
-        // What waited goes next, in the same operation.
-        op->data.swap(op->queued);
-        op->queued.clear();
-        c->startWrite(op);
-    }
-    c->checkBackpressure();
-    c->flush();
 }
 
 void Connection::failWrite(int) {
@@ -1049,12 +1134,8 @@ void Connection::beginDrain(std::uint64_t timeoutMs) {
 
 void Connection::startShutdown() {
     shutdownStarted_ = true;
-    // Nothing waits in libuv's write queue (writing_ is null), so the FIN can
-    // go now. uv_shutdown would wait for a POLLOUT round and cost an
-    // epoll_ctl per connection for it.
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&handle_), &fd) < 0 ||
-        ::shutdown(fd, SHUT_WR) < 0) {
+    // Nothing waits to be written (writing_ is null), so the FIN goes now.
+    if (::shutdown(fd_, SHUT_WR) < 0) {
         closeHandle();
     }
     // Otherwise keep reading until the peer's FIN (onReadEnd) or the deadline,
@@ -1088,18 +1169,24 @@ void Connection::closeHandle() {
     phase_ = Phase::HandleClosing;
     unlink();
     reading_ = false;
-    ++busy_; // released in onClosed
-    uv_close(reinterpret_cast<uv_handle_t*>(&handle_), onClosed);
+    loop_.unwatch(fd_);
+    ::close(fd_);
+    fd_ = -1;
+    if (writing_ != nullptr) {
+        releaseWriteOp(writing_);
+        writing_ = nullptr;
+    }
+    ++busy_; // released in finishClose
+    defer();
 }
 
-void Connection::onClosed(uv_handle_t* handle) {
-    auto* c = static_cast<Connection*>(handle->data);
-    --c->busy_;
-    Busy busy(*c);
-    c->phase_ = Phase::HandleClosed;
-    c->emitStateChanged(SocketState::UnconnectedState);
-    if (c->socket_ != nullptr && c->disconnected) {
-        c->disconnected();
+void Connection::finishClose() {
+    --busy_;
+    Busy busy(*this);
+    phase_ = Phase::HandleClosed;
+    emitStateChanged(SocketState::UnconnectedState);
+    if (socket_ != nullptr && disconnected) {
+        disconnected();
     }
 }
 

@@ -1,5 +1,7 @@
 // One accepted socket on the loop: its handshake, its protocol state, its
-// write queue and its close sequence. The public WebSocket is a separate
+// write queue and its close sequence. The socket is read and written here
+// with system calls of our own, not through a libuv stream (LoopData says
+// why). The public WebSocket is a separate
 // object that points here; this one lives until libuv is done with the
 // socket and the WebSocket is gone, whichever comes last.
 #pragma once
@@ -11,6 +13,7 @@
 #include "wsgate/ClientInfo.h"
 #include "wsgate/WebSocket.h"
 
+#include <sys/uio.h>
 #include <uv.h>
 
 #include <chrono>
@@ -97,9 +100,10 @@ public:
         HandleClosed,
     };
 
-    /// Accepts one connection from `listener`; false when there was none.
-    static int accept(ServerState& server, uv_stream_t* listener);
-    /// Adopts an accepted socket.
+    /// Takes a socket accept4() returned (non-blocking, close-on-exec);
+    /// 0 or a negative errno, the socket closed then.
+    static int accept(ServerState& server, int fd);
+    /// Adopts an accepted socket from the application.
     static int adopt(ServerState& server, int fd);
 
     // From the server.
@@ -145,6 +149,8 @@ public:
     std::function<void()> disconnected;
 
     // From the loop.
+    /// What epoll reported for the socket (edge-triggered).
+    void onSocketEvents(std::uint32_t events);
     static void onCloseDeadline(net::DeadlineEntry& entry);
     static void onMessageDeadline(net::DeadlineEntry& entry);
     void runDeferred();
@@ -162,14 +168,22 @@ private:
     struct TlsState;
     friend struct TlsState;
 
-    /// A connection on a new handle that `attach` connects to its socket.
-    template <class Attach>
-    static int create(ServerState& server, Attach attach);
+    /// A connection on socket `fd`, watched by the loop.
+    static int create(ServerState& server, int fd);
     int start(std::uint64_t handshakeTimeoutMs);
-    static void onAlloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
-    static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-    static void onWritten(uv_write_t* req, int status);
-    static void onClosed(uv_handle_t* handle);
+    /// Runs runDeferred on the next loop iteration, once however often asked.
+    void defer();
+    /// Reads while the socket has bytes and reading is wanted, up to a bound
+    /// per turn so that one busy peer cannot hold the loop.
+    void readSocket();
+    /// Writes what waits in writing_, as far as the socket takes it.
+    void writePending();
+    /// send(2) or sendmsg(2) without SIGPIPE: the bytes written, 0 when the
+    /// socket is full, or a negative errno.
+    std::ptrdiff_t sendSome(const iovec* iov, unsigned count);
+    /// The last step of closeHandle, run on the next iteration so that no
+    /// event already taken from epoll can reach a freed connection.
+    void finishClose();
 
     void onBytes(std::uint8_t* data, std::size_t size);
     void onReadEnd(int status);
@@ -178,8 +192,8 @@ private:
     void completeHandshake(const std::uint8_t* rest, std::size_t restSize);
     void refuse(Error error);
     /// Writes plaintext: through TLS for wss://, else to the socket.
-    void writeBytes(const uv_buf_t* bufs, unsigned count);
-    void socketWrite(const uv_buf_t* bufs, unsigned count);
+    void writeBytes(const iovec* bufs, unsigned count);
+    void socketWrite(const iovec* bufs, unsigned count);
     /// Starts the batch during which frames are gathered in the loop's cork
     /// buffer, and ends it by writing them out.
     void cork();
@@ -187,14 +201,17 @@ private:
     void flushTls();
     ClientInfo clientInfo() const;
     void flush();
-    void startWrite(WriteOp* op);
     /// Frees a finished write, keeping its buffer as the loop's spare.
     void releaseWriteOp(WriteOp* op);
     /// Stops reading the peer while too much waits to be written to it.
     void checkBackpressure();
-    void failWrite(int status);
+    void failWrite(int error);
+    /// Tells bytesWritten, if connected.
+    void reportWritten(std::size_t bytes);
     void beginDrain(std::uint64_t timeoutMs);
     void startShutdown();
+    /// A ws:// close handshake is complete: the socket can be closed at once.
+    bool closeHandshakeDone() const noexcept;
     void closeHandle();
     void setError(Error error);
     void maybeFree();
@@ -221,7 +238,6 @@ private:
     void sendFrame(const std::uint8_t* header, std::size_t headerSize, const std::uint8_t* payload,
                    std::size_t payloadSize) override;
 
-    uv_tcp_t handle_;
     LoopData& loop_;
     ServerState* server_; // set while Handshake or Pending
     WebSocket* socket_ = nullptr;
@@ -230,23 +246,25 @@ private:
     std::unique_ptr<SocketSignals> signals_;
     std::unique_ptr<TlsState> tls_;
     proto::Protocol protocol_;
-    WriteOp* writing_ = nullptr; // the write libuv is doing, and what waits behind it
+    WriteOp* writing_ = nullptr; // what the socket has not taken yet, in order
 
     // The small fields go last and together, and the flags that are not read
-    // for every message share one byte, so that the object fits malloc's
-    // 576-byte chunk (HotPathTest guards its size).
+    // for every message share bytes, so that the object stays in a small
+    // malloc chunk (HotPathTest guards its size).
 public:
     std::uint32_t closeTimeoutMs = 5000;
     std::uint32_t messageTimeoutMs = 60000; // 0: none
     std::uint32_t outgoingFrameSize = 512 * 1024;
 
 private:
+    int fd_ = -1;
     std::uint32_t busy_ = 0;
     std::uint16_t closeCode_ = static_cast<std::uint16_t>(CloseCode::CloseCodeNormal);
     Phase phase_ = Phase::Handshake;
     std::uint8_t error_ = 0; // an Error, 0 for none: the category is always ours
     bool corked_ = false;
-    bool reading_ = false;
+    bool reading_ = false;          // wanted: the phase and the flow control allow it
+    bool readable_ = false;         // epoll said so, and no read has drained it since
     bool messageDelivered_ = false; // a message completed in this read batch
     bool readingPaused_ : 1 = false;
     bool draining_ : 1 = false;
@@ -255,6 +273,7 @@ private:
     bool reasonFromError_ : 1 = false;    // closeReason() is error_'s message
     bool messageDeadline_ : 1 = false;    // linked into the loop's messageQueue
     bool outputBackpressure_ : 1 = false; // not reading: too much waits to be written
+    bool deferQueued_ : 1 = false;        // in the loop's deferred queue
 };
 
 } // namespace wsgate::detail

@@ -1,5 +1,6 @@
-// What the connections of one loop share: the loop, one read buffer, the
-// close-deadline queue and the queue of work deferred to the next iteration.
+// What the connections of one loop share: the loop, the epoll set their
+// sockets are watched in, one read buffer, the close-deadline queue and the
+// queue of work deferred to the next iteration.
 #pragma once
 
 #include "net/DeadlineQueue.h"
@@ -35,6 +36,13 @@ struct LoopData {
     /// Forgets a connection that is being freed.
     void cancelDeferred(Connection* connection) noexcept;
 
+    /// Adds a connection's socket to the loop's epoll set, edge-triggered
+    /// for reading and writing; 0 or a negative errno.
+    int watch(int fd, Connection* connection);
+    /// Takes a socket out of the set before it is closed: a copy of the
+    /// descriptor elsewhere (a fork, an adopted socket) would keep it there.
+    void unwatch(int fd) noexcept;
+
     std::unique_ptr<uv_loop_t> ownedLoop; // before `loop`, which may point into it
     uv_loop_t* loop = nullptr;
     std::unique_ptr<std::uint8_t[]> readBuffer;
@@ -55,11 +63,24 @@ struct LoopData {
     net::DeadlineQueue messageQueue;
     uv_idle_t deferIdle;
     std::vector<Connection*> deferred;
-    std::vector<Connection*>* deferredRunning = nullptr; // the batch being run
+    std::vector<Connection*> deferredRunning; // the batch being run
+    /// Connection sockets are not libuv handles: a uv_tcp_t is 248 bytes and
+    /// a uv_poll_t 160 per connection, and libuv keeps a watcher slot per
+    /// descriptor besides. They sit in an epoll set of our own, which the
+    /// loop watches as one descriptor through `socketsPoll`. Edge-triggered,
+    /// each socket is added once and never modified.
+    int socketsFd = -1;
+    uv_poll_t socketsPoll;
+    std::size_t socketCount = 0; // socketsPoll keeps the loop alive while nonzero
+    /// A descriptor held in reserve by loops that listen: out of descriptors,
+    /// a listener closes it to accept and close what waits (ServerState).
+    int reserveFd = -1;
     bool stopped = false;
 
 private:
     static void onDeferIdle(uv_idle_t* idle);
+    static void onSocketsReady(uv_poll_t* poll, int status, int events);
+    void runDeferredBatch();
 };
 
 } // namespace wsgate::detail

@@ -2,15 +2,15 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 namespace wsgate::net {
 
-bool socketAddress(const uv_tcp_t* handle, bool peer, std::string& host, std::uint16_t& port) {
+bool socketAddress(int fd, bool peer, std::string& host, std::uint16_t& port) {
     sockaddr_storage storage{};
-    int length = sizeof storage;
+    socklen_t length = sizeof storage;
     auto* sa = reinterpret_cast<sockaddr*>(&storage);
-    int rc =
-        peer ? uv_tcp_getpeername(handle, sa, &length) : uv_tcp_getsockname(handle, sa, &length);
+    int rc = peer ? ::getpeername(fd, sa, &length) : ::getsockname(fd, sa, &length);
     if (rc < 0) {
         return false;
     }

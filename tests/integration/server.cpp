@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "wsgate/Server.h"
 
+#include "support/ChildProcess.h"
 #include "support/EchoTargets.h"
 #include "support/LoopThread.h"
 #include "support/RawClient.h"
@@ -1002,6 +1003,81 @@ TEST_SUITE("WebSocket and Server: destruction") {
         CHECK(client.sendClose(1001));
         CHECK(client.expectTcpClosed(serverCloseTimeout).frames.empty());
         f.call([&] { CHECK(f.taken.empty()); });
+    }
+
+    TEST_CASE("a callback may abort and destroy connections whose bytes wait in the same turn") {
+        ServerFixture f;
+        const std::uint16_t port = f.listen();
+        REQUIRE(port != 0);
+        constexpr int count = 8;
+        std::vector<RawClient> clients;
+        for (int i = 0; i < count; ++i) {
+            clients.push_back(upgraded(port));
+        }
+        REQUIRE(f.waitForNewConnections(count));
+        REQUIRE(f.takeAll() == count);
+        int delivered = 0;
+        f.call([&] {
+            for (auto& ws : f.taken) {
+                WebSocket* self = ws.get();
+                ws->onTextMessageReceived([&f, &delivered, self](std::string_view) {
+                    ++delivered;
+                    // Every other connection goes, object and socket, while
+                    // its readiness may still be queued in this very turn.
+                    for (auto& other : f.taken) {
+                        if (other && other.get() != self) {
+                            other->abort();
+                            other.reset();
+                        }
+                    }
+                });
+            }
+        });
+        // Sent from the loop thread, so that all of them are waiting when
+        // the loop next asks the kernel which sockets are readable.
+        f.call([&] {
+            for (auto& client : clients) {
+                CHECK(client.send(frame(opcode::text, "first one wins")));
+            }
+        });
+        CHECK(f.thread.waitUntil([&] { return delivered > 0; }));
+        // The others' sockets were closed before `delivered` was set, so only
+        // the winner's read waits out its timeout.
+        int closedClients = 0;
+        for (auto& client : clients) {
+            closedClients += client.readUntilClosed(500ms).closed ? 1 : 0;
+        }
+        // The winner stays open; the rest were closed without a close frame.
+        CHECK(closedClients == count - 1);
+        f.call([&] { CHECK(delivered == 1); });
+    }
+
+    TEST_CASE("sending to a client that has gone does not SIGPIPE the program") {
+        // The library sends with MSG_NOSIGNAL and leaves SIGPIPE alone; the
+        // child has it at its default action, which would kill it.
+        const int status = runInChild(
+            [] {
+                ServerFixture f;
+                const std::uint16_t port = f.listen();
+                RawClient client = upgraded(port);
+                if (port == 0 || !f.waitForNewConnections(1) || f.takeAll() != 1) {
+                    return false;
+                }
+                // Not reading, the server does not see the client leave.
+                f.call([&] { f.taken[0]->pauseReading(); });
+                client.close();
+                std::this_thread::sleep_for(50ms);
+                // The first message draws a reset; one after it meets EPIPE.
+                for (int i = 0; i < 10; ++i) {
+                    f.call([&] { f.taken[0]->sendTextMessage(std::string(1000, 'x')); });
+                    std::this_thread::sleep_for(10ms);
+                }
+                return f.call([&] { return !f.taken[0]->isValid(); });
+            },
+            20s);
+        INFO("the child: ", describeStatus(status));
+        CHECK_FALSE(killedBySigpipe(status));
+        CHECK(status == 0);
     }
 
     TEST_CASE("a WebSocket may be destroyed from onDisconnected") {
