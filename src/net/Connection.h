@@ -7,6 +7,7 @@
 #pragma once
 
 #include "net/DeadlineQueue.h"
+#include "net/RequestInfo.h"
 #include "net/TlsSession.h"
 #include "proto/Handshake.h"
 #include "proto/Protocol.h"
@@ -44,49 +45,6 @@ struct SocketSignals {
     std::uint64_t pingSentAt = 0; // uv_hrtime() of the last ping()
     /// Built from the RequestInfo by the first WebSocket::requestHeaders().
     std::unique_ptr<WebSocket::HeaderList> requestHeaders;
-};
-
-/// The request of an accepted connection, kept for the WebSocket's getters
-/// in one allocation of its exact size: four bytes (the header count, which
-/// header holds the host and which the origin, whether it came over TLS),
-/// then target and subprotocol, then each header's name and value, all
-/// NUL-terminated. Host and origin are nearly always header values, so they
-/// are found there rather than stored twice; when they are not (the authority
-/// of an absolute-form target, no origin at all), they follow the headers.
-class RequestInfo {
-public:
-    void assign(const proto::HandshakeRequest& request, std::string_view subprotocol, bool secure);
-    std::string_view target() const noexcept { return field(0); }
-    std::string_view host() const noexcept;
-    std::string_view origin() const noexcept;
-    std::string_view subprotocol() const noexcept { return field(1); }
-    bool secure() const noexcept { return data_ && data_[secureAt] != 0; }
-    /// The first value of header `name` (case-insensitive), empty when absent.
-    std::string_view header(std::string_view name) const noexcept;
-    /// Every header, in order.
-    WebSocket::HeaderList headerList() const;
-
-private:
-    static constexpr std::size_t countAt = 0;
-    static constexpr std::size_t hostAt = 1;
-    static constexpr std::size_t originAt = 2;
-    static constexpr std::size_t secureAt = 3;
-    static constexpr std::size_t fieldsAt = 4;
-
-    std::size_t headerCount() const noexcept { return static_cast<unsigned char>(data_[countAt]); }
-    /// The value of the header whose index is at `at`, or else the `extra`th
-    /// field after the headers.
-    std::string_view headerOrExtra(std::size_t at, std::size_t extra) const noexcept;
-    /// Where the first header's name starts (the end when there is none).
-    const char* firstHeader() const noexcept;
-    /// Calls visit(name, value) for each header in order while it returns true.
-    template <class Visit>
-    void forEachHeader(Visit visit) const;
-    /// The NUL-terminated field `index`: 0 target, 1 subprotocol, then the
-    /// headers' names and values, then the extras.
-    std::string_view field(std::size_t index) const noexcept;
-
-    std::unique_ptr<char[]> data_;
 };
 
 class Connection final : public net::DeadlineEntry, private proto::ProtocolHandler {
