@@ -20,7 +20,6 @@ namespace wsgate {
 
 namespace detail {
 class Connection;
-struct RequestInfo;
 } // namespace detail
 
 /// QAbstractSocket::SocketState, reduced to what a server-side socket goes through.

@@ -4,8 +4,10 @@
 //   bit 4     feed the input whole instead,
 //   bit 5     vary the chunk size, cycling from 1 to the chosen size,
 //   bits 6-7  header limit: the default, 256, 1024 or 64 bytes.
-// Only documented outcomes are allowed, and the chunked parse must agree
-// with a whole one; anything else aborts.
+// Only documented outcomes are allowed, the chunked parse must agree with a
+// whole one, and a complete request must come back unchanged out of the
+// compact form a connection keeps (RequestInfo); anything else aborts.
+#include "net/RequestInfo.h"
 #include "proto/Handshake.h"
 
 #include <algorithm>
@@ -90,6 +92,30 @@ bool sameRequest(const HandshakeRequest& a, const HandshakeRequest& b) {
     return true;
 }
 
+/// What RequestInfo keeps of `request` gives back every part of it.
+void checkStored(const HandshakeRequest& request, std::string_view subprotocol, bool secure) {
+    wsgate::detail::RequestInfo info;
+    info.assign(request, subprotocol, secure);
+    require(info.target() == request.target && info.host() == request.host &&
+                info.origin() == request.origin && info.subprotocol() == subprotocol &&
+                info.secure() == secure,
+            "RequestInfo changed a field");
+    const auto list = info.headerList();
+    require(list.size() == request.headers.size(), "RequestInfo changed the header count");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const auto& header = request.headers[i];
+        require(list[i].first == header.name && list[i].second == header.value,
+                "RequestInfo changed a header");
+        // header() answers with the first value of that name, in any case.
+        const std::string_view found = info.header(header.name);
+        bool earlier = false;
+        for (std::size_t j = 0; j < i && !earlier; ++j) {
+            earlier = wsgate::proto::equalsIgnoreCase(request.headers[j].name, header.name);
+        }
+        require(earlier || found == header.value, "RequestInfo::header found another value");
+    }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -124,6 +150,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         require(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n") &&
                     response.ends_with("\r\n\r\n"),
                 "bad 101 response");
+        checkStored(request, protocol, (mode & 1) != 0);
         break;
     }
     case Status::Failed: {
