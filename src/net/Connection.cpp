@@ -177,7 +177,8 @@ struct Connection::TlsState final : net::TlsSession::Handler {
     Connection& connection;
     std::shared_ptr<net::TlsContext> context;
     net::TlsSession session;
-    std::string plaintext; // gathered while corked
+    std::string plaintext;          // gathered while corked
+    bool releaseAfterBatch = false; // the handshake ended in this read batch
 };
 
 /// What the socket did not take at once (a slow reader, a large message),
@@ -330,6 +331,12 @@ void Connection::onBytes(std::uint8_t* data, std::size_t size) {
     }
     updateMessageDeadline();
     uncork();
+    if (tls_ && tls_->releaseAfterBatch && !closing()) {
+        // Most connections wait after the upgrade: their TLS record buffers
+        // need not stay resident meanwhile (docs/tls.md).
+        tls_->releaseAfterBatch = false;
+        tls_->session.releaseIdleMemory();
+    }
 }
 
 void Connection::updateMessageDeadline() {
@@ -416,6 +423,9 @@ void Connection::completeHandshake(const std::uint8_t* rest, std::size_t restSiz
     writeBytes(&buf, 1);
 
     request_.assign(request, subprotocol, server.mode == Server::SslMode::SecureMode);
+    if (tls_) {
+        tls_->releaseAfterBatch = true;
+    }
     handshake_->rest.assign(reinterpret_cast<const char*>(rest), restSize);
 
     unlink(); // the handshake deadline

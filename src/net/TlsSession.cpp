@@ -1,9 +1,13 @@
 #include "net/TlsSession.h"
 
 #include <mbedtls/platform_util.h>
+#include <mbedtls/ssl_internal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -421,6 +425,37 @@ bool TlsSession::send(const std::uint8_t* plaintext, std::size_t size) {
     }
     endOutput();
     return true;
+}
+
+namespace {
+
+/// Releases the whole pages of [buffer + keep, buffer + size); their bytes.
+std::size_t releasePages(unsigned char* buffer, std::size_t size, std::size_t keep) noexcept {
+    static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto start = reinterpret_cast<std::uintptr_t>(buffer);
+    const std::uintptr_t begin = (start + keep + page - 1) / page * page;
+    const std::uintptr_t end = (start + size) / page * page;
+    if (buffer == nullptr || end <= begin ||
+        ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED) != 0) {
+        return 0;
+    }
+    return end - begin;
+}
+
+} // namespace
+
+std::size_t TlsSession::releaseIdleMemory() noexcept {
+    // A record being read (in_left), decrypted data not yet taken (in_offt,
+    // in_msglen) or a record not yet sent (out_left) lives in the buffers.
+    if (!handshakeDone_ || failed_ || busy_ || ssl_.in_left != 0 || ssl_.in_offt != nullptr ||
+        ssl_.in_msglen != 0 || ssl_.out_left != 0 || ssl_.keep_current_message != 0) {
+        return 0;
+    }
+    // TLS keeps the incoming record counter in the input buffer's first 8
+    // bytes, then the 5-byte header and the explicit IV; 64 covers them.
+    constexpr std::size_t keep = 64;
+    return releasePages(ssl_.in_buf, MBEDTLS_SSL_IN_BUFFER_LEN, keep) +
+           releasePages(ssl_.out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN, keep);
 }
 
 void TlsSession::sendCloseNotify() {

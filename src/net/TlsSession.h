@@ -174,6 +174,15 @@ public:
     /// afterwards; receive() goes on until the client's own close_notify.
     void sendCloseNotify();
 
+    /// Gives the pages inside the two 16 KiB record buffers back to the
+    /// kernel (madvise MADV_DONTNEED) when no record is in either, so that an
+    /// idle connection's RSS holds about a page of each instead of all of
+    /// them; they come back zeroed, as page faults, when records next pass.
+    /// Returns the bytes released, 0 when a record is in flight or before
+    /// the handshake. The first bytes of each buffer, which hold the record
+    /// counter and header, are kept.
+    std::size_t releaseIdleMemory() noexcept;
+
     bool handshakeComplete() const noexcept { return handshakeDone_; }
     /// True after onTlsError, or after a failed send().
     bool failed() const noexcept { return failed_; }

@@ -524,6 +524,46 @@ TEST_SUITE("TLS sessions") {
         CHECK(link.clientReceives() == medium);
     }
 
+    TEST_CASE("TLS: an idle session gives its record buffers' pages back and works on") {
+        auto context = makeContext(serverConfiguration(testCertificates().serverEcdsa));
+        Link link(*context, ClientOptions{});
+        // Nothing to give back before the handshake.
+        CHECK(link.session->releaseIdleMemory() == 0);
+        REQUIRE(link.handshake());
+        link.clientSends(bytesOf("GET / HTTP/1.1\r\n\r\n"));
+        const Bytes reply = bytesOf("HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        REQUIRE(link.session->send(reply.data(), reply.size()));
+        CHECK(link.clientReceives() == reply);
+        // Each 16,717-byte buffer spans at least three whole pages past its
+        // first 64 bytes.
+        const std::size_t released = link.session->releaseIdleMemory();
+        CHECK(released >= 2 * 3 * 4096);
+        CHECK(released <= 2 * 5 * 4096);
+
+        // Records of every size pass both ways afterwards, on zeroed pages.
+        link.events.plaintext.clear();
+        const Bytes up = pattern(100 * 1024 + 3);
+        link.clientSends(up);
+        CHECK(link.events.plaintext == up);
+        const Bytes down = pattern(70 * 1024 + 1);
+        REQUIRE(link.session->send(down.data(), down.size()));
+        CHECK(link.clientReceives() == down);
+        CHECK(link.session->releaseIdleMemory() == released);
+
+        // Half a record waits in the input buffer: nothing is released, and
+        // the record completes intact.
+        link.events.plaintext.clear();
+        link.client.write(bytesOf("split across two reads"));
+        const Bytes record = link.client.takeOutput();
+        REQUIRE(record.size() > 10);
+        link.session->receive(record.data(), 10);
+        CHECK(link.session->releaseIdleMemory() == 0);
+        link.session->receive(record.data() + 10, record.size() - 10);
+        CHECK(link.events.plaintext == bytesOf("split across two reads"));
+        CHECK(link.events.errors.empty());
+        CHECK(link.session->releaseIdleMemory() == released);
+    }
+
     TEST_CASE("TLS: the handler may send and destroy from onTlsPlaintext") {
         auto context = makeContext(serverConfiguration(testCertificates().serverEcdsa));
         SUBCASE("echo") {
