@@ -46,6 +46,9 @@ LoopData::LoopData(uv_loop_t* existing)
           nullptr),
       messageQueue(
           loop, [](net::DeadlineEntry& entry, void*) { Connection::onMessageDeadline(entry); },
+          nullptr),
+      tlsIdleQueue(
+          loop, [](net::DeadlineEntry& entry, void*) { Connection::onTlsIdleDeadline(entry); },
           nullptr) {
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
@@ -68,6 +71,7 @@ LoopData::~LoopData() {
     }
     closeQueue.close(nullptr);
     messageQueue.close(nullptr);
+    tlsIdleQueue.close(nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&deferIdle), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&socketsPoll), nullptr);
     // Let the close callbacks run, and anything else still closing.

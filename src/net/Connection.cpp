@@ -331,11 +331,30 @@ void Connection::onBytes(std::uint8_t* data, std::size_t size) {
     }
     updateMessageDeadline();
     uncork();
-    if (tls_ && tls_->releaseAfterBatch && !closing()) {
-        // Most connections wait after the upgrade: their TLS record buffers
-        // need not stay resident meanwhile (docs/tls.md).
-        tls_->releaseAfterBatch = false;
-        tls_->session.releaseIdleMemory();
+    if (tls_ && !closing()) {
+        if (tls_->releaseAfterBatch) {
+            // Most connections wait after the upgrade: their TLS record
+            // buffers need not stay resident meanwhile (docs/tls.md).
+            tls_->releaseAfterBatch = false;
+            tls_->session.releaseIdleMemory();
+        }
+        armTlsIdleDeadline();
+    }
+}
+
+void Connection::armTlsIdleDeadline() {
+    if (phase_ != Phase::Open || draining_ || (linked() && !tlsIdleDeadline_)) {
+        return;
+    }
+    loop_.tlsIdleQueue.add(*this, loop_.tlsIdleReleaseMs);
+    tlsIdleDeadline_ = true;
+}
+
+void Connection::onTlsIdleDeadline(net::DeadlineEntry& entry) {
+    auto& c = static_cast<Connection&>(entry);
+    c.tlsIdleDeadline_ = false;
+    if (c.tls_ && !c.closing()) {
+        c.tls_->session.releaseIdleMemory();
     }
 }
 
@@ -349,6 +368,11 @@ void Connection::updateMessageDeadline() {
         unlink();
         messageDeadline_ = false;
     }
+    if (incomplete && tlsIdleDeadline_) {
+        // A message in progress is not quiet; its deadline takes the entry.
+        unlink();
+        tlsIdleDeadline_ = false;
+    }
     if (incomplete && !linked() && messageTimeoutMs != 0) {
         loop_.messageQueue.add(*this, messageTimeoutMs);
         messageDeadline_ = true;
@@ -356,8 +380,9 @@ void Connection::updateMessageDeadline() {
 }
 
 void Connection::armCloseDeadline(std::uint64_t timeoutMs) {
-    // The entry leaves the message queue, if it was there.
+    // The entry leaves the message or idle queue, if it was in one.
     messageDeadline_ = false;
+    tlsIdleDeadline_ = false;
     loop_.closeQueue.add(*this, timeoutMs);
 }
 

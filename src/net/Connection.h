@@ -111,6 +111,7 @@ public:
     void onSocketEvents(std::uint32_t events);
     static void onCloseDeadline(net::DeadlineEntry& entry);
     static void onMessageDeadline(net::DeadlineEntry& entry);
+    static void onTlsIdleDeadline(net::DeadlineEntry& entry);
     void runDeferred();
 
     /// The TLS session of a wss:// connection, null for ws://.
@@ -182,6 +183,10 @@ private:
     /// when it began; trickling bytes does not move it.
     void updateMessageDeadline();
     void armCloseDeadline(std::uint64_t timeoutMs);
+    /// After a wss:// read batch: restarts the quiet period after which the
+    /// TLS record buffers are released, unless a message or close deadline
+    /// holds the entry.
+    void armTlsIdleDeadline();
     void emitStateChanged(SocketState state);
     void emitAboutToClose();
 
@@ -232,6 +237,7 @@ private:
     bool messageDeadline_ : 1 = false;    // linked into the loop's messageQueue
     bool outputBackpressure_ : 1 = false; // not reading: too much waits to be written
     bool deferQueued_ : 1 = false;        // in the loop's deferred queue
+    bool tlsIdleDeadline_ : 1 = false;    // linked into the loop's tlsIdleQueue
 };
 
 } // namespace wsgate::detail

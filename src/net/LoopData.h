@@ -61,6 +61,11 @@ struct LoopData {
     /// Server::setMessageTimeout). A queue of its own, so that its one
     /// timeout keeps inserts at the tail.
     net::DeadlineQueue messageQueue;
+    /// wss:// connections quiet since their last read batch: when one has
+    /// been quiet this long, its TLS record buffers' pages go back to the
+    /// kernel (TlsSession::releaseIdleMemory).
+    net::DeadlineQueue tlsIdleQueue;
+    std::uint32_t tlsIdleReleaseMs = 5000;
     uv_idle_t deferIdle;
     std::vector<Connection*> deferred;
     std::vector<Connection*> deferredRunning; // the batch being run

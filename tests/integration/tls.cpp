@@ -3,6 +3,7 @@
 // over the test's own mbedTLS client (TlsClient), plus openssl s_client as a
 // client the project did not write. Certificates are made at test time.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "net/LoopData.h"
 #include "support/ChildProcess.h"
 #include "support/EchoServerProcess.h"
 #include "support/EchoTargets.h"
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <doctest/doctest.h>
 #include <functional>
@@ -70,6 +72,19 @@ constexpr std::uint8_t badCertificate = 42;
 constexpr std::uint8_t accessDenied = 49;
 constexpr std::uint8_t unknownPskIdentity = 115;
 constexpr std::uint8_t noApplicationProtocol = 120;
+
+/// This process's resident set, from /proc/self/statm.
+long residentBytes() {
+    long pages = 0;
+    long resident = 0;
+    if (std::FILE* file = std::fopen("/proc/self/statm", "r")) {
+        if (std::fscanf(file, "%ld %ld", &pages, &resident) != 2) {
+            resident = 0;
+        }
+        std::fclose(file);
+    }
+    return resident * ::sysconf(_SC_PAGESIZE);
+}
 
 std::chrono::milliseconds since(Clock::time_point start) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
@@ -414,6 +429,36 @@ TEST_SUITE("wss: echo over TLS") {
         });
         CHECK(client.sendText("no extensions"));
         CHECK(client.expectText("no extensions"));
+    }
+
+    TEST_CASE("connections that go quiet after traffic give their record buffers' pages back") {
+        TlsServer f(serverConfiguration());
+        REQUIRE(f.port != 0);
+        f.call([&] { f.thread.loop().data().tlsIdleReleaseMs = 100; });
+        constexpr int count = 16;
+        std::vector<RawClient> clients;
+        for (int i = 0; i < count; ++i) {
+            clients.push_back(openWss(f.port));
+        }
+        REQUIRE(f.waitForSockets(count));
+        // Full records both ways fault every page of the server's buffers in.
+        const std::string binary = randomBytes(40000);
+        for (auto& client : clients) {
+            CHECK(client.sendBinary(binary));
+            CHECK(client.expectBinary(binary));
+        }
+        const long busy = residentBytes();
+        std::this_thread::sleep_for(600ms);
+        const long quiet = residentBytes();
+        INFO("resident ", busy, " B after traffic, ", quiet, " B after 600 ms quiet");
+        // Each connection gives back six or more pages; without the release
+        // nothing here would shrink. Half of that, for slack.
+        CHECK(busy - quiet >= count * 3 * 4096);
+        // And they work on, on fresh pages.
+        for (auto& client : clients) {
+            CHECK(client.sendBinary(binary));
+            CHECK(client.expectBinary(binary));
+        }
     }
 
     TEST_CASE("an RSA certificate serves as well") {
