@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake ninja-build pkg-config git
-    libuv1-dev libmbedtls-dev node-llhttp zlib1g-dev doctest-dev
+    libuv1-dev liburing-dev libmbedtls-dev node-llhttp zlib1g-dev doctest-dev
     clang libclang-rt-14-dev clang-format
     python3 openssl
 )

@@ -347,18 +347,7 @@ void LoadGen::loop() {
             abortRun("epoll_wait failed");
             break;
         }
-        for (int i = 0; i < count && phase_ != Phase::Done; ++i) {
-            std::uint64_t tag = events[i].data.u64;
-            if (tag == stdinTag) {
-                onStdin();
-                continue;
-            }
-            Connection& conn = connections_[tag & 0xFFFFFFFFU];
-            if (conn.generation != static_cast<std::uint32_t>(tag >> 32) || conn.fd < 0) {
-                continue; // an event for a socket closed earlier in this batch
-            }
-            onEvent(conn, events[i].events);
-        }
+        processEvents(events.data(), count);
         advance(Clock::now());
     }
 }
@@ -605,7 +594,8 @@ bool LoadGen::startConnection(Connection& conn) {
     return true;
 }
 
-void LoadGen::onEvent(Connection& conn, std::uint32_t events) {
+void LoadGen::onEvent(Connection& conn, std::uint32_t events, const std::uint8_t* batchData,
+                      int batchResult) {
     if (conn.tls) {
         onTlsEvent(conn, events);
         return;
@@ -626,12 +616,135 @@ void LoadGen::onEvent(Connection& conn, std::uint32_t events) {
         }
     }
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
-        if (!readAvailable(conn, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)) {
+        bool peerClosed = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+        bool open = batchResult != wsgate::net::IoRing::notMade
+                        ? takeBatchedRead(conn, batchData, batchResult, peerClosed)
+                        : readAvailable(conn, peerClosed);
+        if (!open) {
             tx_.clear();
             return;
         }
     }
     commit(conn);
+}
+
+void LoadGen::processEvents(const epoll_event* events, int count) {
+    if (recvSlices_.empty()) {
+        recvSlices_.resize(recvSlots * recvSliceSize);
+    }
+    batching_ = true;
+    int results[recvSlots];
+    wsgate::net::IoRing::Completion done[wsgate::net::IoRing::capacity];
+    for (int base = 0; base < count && phase_ != Phase::Done; base += static_cast<int>(recvSlots)) {
+        int end = std::min(count, base + static_cast<int>(recvSlots));
+        for (int i = base; i < end; ++i) {
+            auto slot = static_cast<unsigned>(i - base);
+            results[slot] = wsgate::net::IoRing::notMade;
+            Connection* conn = liveConnection(events[i].data.u64);
+            if (ring_.usable() && conn != nullptr && wantsBatchedRead(*conn, events[i].events)) {
+                ring_.prepareRecv(conn->fd, recvSlices_.data() + slot * recvSliceSize,
+                                  recvSliceSize, slot);
+            }
+        }
+        if (ring_.prepared() > 0) {
+            unsigned k = ring_.run(done);
+            for (unsigned j = 0; j < k; ++j) {
+                results[done[j].tag] = done[j].result;
+            }
+        }
+        for (int i = base; i < end && phase_ != Phase::Done; ++i) {
+            auto slot = static_cast<unsigned>(i - base);
+            if (events[i].data.u64 == stdinTag) {
+                onStdin();
+                continue;
+            }
+            // Null for an event of a socket closed earlier in this batch.
+            if (Connection* conn = liveConnection(events[i].data.u64)) {
+                onEvent(*conn, events[i].events, recvSlices_.data() + slot * recvSliceSize,
+                        results[slot]);
+            }
+        }
+    }
+    batching_ = false;
+    sendQueued();
+}
+
+LoadGen::Connection* LoadGen::liveConnection(std::uint64_t tag) {
+    if (tag == stdinTag) {
+        return nullptr;
+    }
+    Connection& conn = connections_[tag & 0xFFFFFFFFU];
+    bool live = conn.generation == static_cast<std::uint32_t>(tag >> 32) && conn.fd >= 0;
+    return live ? &conn : nullptr;
+}
+
+bool LoadGen::wantsBatchedRead(const Connection& conn, std::uint32_t events) const {
+    return !conn.tls && conn.state != State::Connecting &&
+           (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+}
+
+bool LoadGen::takeBatchedRead(Connection& conn, const std::uint8_t* data, int result,
+                              bool peerClosed) {
+    if (result > 0) {
+        std::uint32_t generation = conn.generation;
+        auto length = static_cast<std::size_t>(result);
+        if (!onBytes(conn, data, length) || !alive(conn, generation)) {
+            return false;
+        }
+        // A full slice may have left bytes behind, and a FIN needs a read of
+        // its own to be seen.
+        return length < recvSliceSize && !peerClosed ? true : readAvailable(conn, peerClosed);
+    }
+    if (result == 0) {
+        onPeerEof(conn);
+        return false;
+    }
+    if (result == -EAGAIN || result == -EINTR) {
+        return true;
+    }
+    fail(conn, std::string("read: ") + std::strerror(-result));
+    return false;
+}
+
+void LoadGen::sendQueued() {
+    std::size_t next = 0;
+    while (next < sendQueue_.size()) {
+        std::size_t end = std::min(sendQueue_.size(), next + wsgate::net::IoRing::capacity);
+        int results[wsgate::net::IoRing::capacity];
+        for (std::size_t i = next; i < end; ++i) {
+            results[i - next] = wsgate::net::IoRing::notMade;
+            Connection* conn = liveConnection(sendQueue_[i]);
+            if (conn != nullptr && ring_.usable()) {
+                ring_.prepareSend(conn->fd, conn->out.data(), conn->out.size(),
+                                  static_cast<std::uint32_t>(i - next));
+            }
+        }
+        if (ring_.prepared() > 0) {
+            wsgate::net::IoRing::Completion done[wsgate::net::IoRing::capacity];
+            unsigned k = ring_.run(done);
+            for (unsigned j = 0; j < k; ++j) {
+                results[done[j].tag] = done[j].result;
+            }
+        }
+        for (std::size_t i = next; i < end; ++i) {
+            Connection* conn = liveConnection(sendQueue_[i]);
+            if (conn == nullptr) {
+                continue;
+            }
+            conn->queued = false;
+            int result = results[i - next];
+            if (result >= 0) {
+                conn->out.consume(static_cast<std::size_t>(result));
+            } else if (result == wsgate::net::IoRing::notMade || result == -EINTR) {
+                flushOut(*conn);
+            } else if (result != -EAGAIN) {
+                fail(*conn, std::string("send: ") + std::strerror(-result));
+            }
+            // What is left goes on EPOLLOUT.
+        }
+        next = end;
+    }
+    sendQueue_.clear();
 }
 
 void LoadGen::onConnected(Connection& conn) {
@@ -665,10 +778,7 @@ bool LoadGen::readAvailable(Connection& conn, bool peerClosed) {
         ssize_t n = ::read(conn.fd, readBuffer_.data(), readBuffer_.size());
         if (n > 0) {
             auto length = static_cast<std::size_t>(n);
-            bool more = conn.state == State::Handshaking
-                            ? onHandshakeBytes(conn, readBuffer_.data(), length)
-                            : onFrameBytes(conn, readBuffer_.data(), length);
-            if (!more || !alive(conn, generation)) {
+            if (!onBytes(conn, readBuffer_.data(), length) || !alive(conn, generation)) {
                 return false;
             }
             // A short read drained the socket and the next arrival raises a new
@@ -686,6 +796,11 @@ bool LoadGen::readAvailable(Connection& conn, bool peerClosed) {
             return false;
         }
     }
+}
+
+bool LoadGen::onBytes(Connection& conn, const std::uint8_t* data, std::size_t length) {
+    return conn.state == State::Handshaking ? onHandshakeBytes(conn, data, length)
+                                            : onFrameBytes(conn, data, length);
 }
 
 void LoadGen::onPeerEof(Connection& conn) {
@@ -840,6 +955,15 @@ void LoadGen::sendBytes(Connection& conn, const std::uint8_t* data, std::size_t 
 }
 
 void LoadGen::sendRaw(Connection& conn, const std::uint8_t* data, std::size_t length) {
+    if (batching_ && (conn.out.empty() || conn.queued)) {
+        // With the wakeup's other sends, in one system call (sendQueued).
+        conn.out.append(data, length);
+        if (!conn.queued) {
+            conn.queued = true;
+            sendQueue_.push_back((std::uint64_t{conn.generation} << 32) | conn.index);
+        }
+        return;
+    }
     if (!conn.out.empty()) {
         // Earlier bytes are still waiting for EPOLLOUT; keep the order.
         conn.out.append(data, length);
@@ -879,6 +1003,14 @@ void LoadGen::flushOut(Connection& conn) {
 void LoadGen::closeTcp(Connection& conn) {
     if (conn.fd < 0) {
         return;
+    }
+    if (conn.queued) {
+        // Queued bytes were as good as sent: they go before the close.
+        conn.queued = false;
+        flushOut(conn);
+        if (conn.fd < 0) {
+            return;
+        }
     }
     ::close(conn.fd);
     conn.fd = -1;

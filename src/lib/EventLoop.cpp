@@ -35,6 +35,8 @@ namespace {
 /// Socket events taken from the epoll set per wakeup of the loop; more wait
 /// for the next iteration.
 constexpr int eventsPerWakeup = 256;
+/// The outbox is sent when it would grow past this.
+constexpr std::size_t outboxLimit = 256 * 1024;
 
 } // namespace
 
@@ -50,6 +52,10 @@ LoopData::LoopData(uv_loop_t* existing)
       tlsIdleQueue(
           loop, [](net::DeadlineEntry& entry, void*) { Connection::onTlsIdleDeadline(entry); },
           nullptr) {
+    if (ring.usable()) {
+        // Not zeroed: only the pages that reads reach become resident.
+        recvBuffer.reset(new std::uint8_t[recvSlots * recvSliceSize]);
+    }
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
     socketsFd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -123,11 +129,116 @@ void LoopData::onSocketsReady(uv_poll_t* poll, int status, int) {
     auto* self = static_cast<LoopData*>(poll->data);
     epoll_event events[eventsPerWakeup];
     int n = ::epoll_wait(self->socketsFd, events, eventsPerWakeup, 0);
+    if (n > 0 && self->ring.usable()) {
+        self->processBatched(events, n);
+        return;
+    }
     // A connection closed by an earlier event of this batch is still
     // allocated: it is freed from the deferred queue, in a later iteration.
     for (int i = 0; i < n; ++i) {
         static_cast<Connection*>(events[i].data.ptr)->onSocketEvents(events[i].events);
     }
+}
+
+void LoopData::processBatched(const epoll_event* events, int count) {
+    outboxOpen = true;
+    int results[recvSlots];
+    net::IoRing::Completion done[net::IoRing::capacity];
+    for (int base = 0; base < count; base += static_cast<int>(recvSlots)) {
+        int end = std::min(count, base + static_cast<int>(recvSlots));
+        // Every read of the round in one system call, then the events in
+        // their order, each with its read.
+        for (int i = base; i < end; ++i) {
+            auto slot = static_cast<unsigned>(i - base);
+            results[slot] = net::IoRing::notMade;
+            auto* c = static_cast<Connection*>(events[i].data.ptr);
+            if (ring.usable() && c->wantsBatchedRead(events[i].events)) {
+                ring.prepareRecv(c->socketFd(), recvBuffer.get() + slot * recvSliceSize,
+                                 recvSliceSize, slot);
+            }
+        }
+        if (ring.prepared() > 0) {
+            unsigned k = ring.run(done);
+            for (unsigned j = 0; j < k; ++j) {
+                results[done[j].tag] = done[j].result;
+            }
+        }
+        for (int i = base; i < end; ++i) {
+            auto slot = static_cast<unsigned>(i - base);
+            static_cast<Connection*>(events[i].data.ptr)
+                ->onSocketEvents(events[i].events, recvBuffer.get() + slot * recvSliceSize,
+                                 results[slot]);
+        }
+    }
+    submitOutbox();
+    outboxOpen = false;
+    // Now that nothing is gathered any more, what the sends have to say.
+    for (std::size_t i = 0; i < sendReports.size(); ++i) {
+        sendReports[i].connection->afterBatchedSend(sendReports[i].result);
+    }
+    sendReports.clear();
+}
+
+bool LoopData::outboxTakes(const Connection* connection, bool queued,
+                           std::size_t size) const noexcept {
+    bool last = !outboxEntries.empty() && outboxEntries.back().connection == connection;
+    if (queued && !last) {
+        return false; // a second entry could overtake the first
+    }
+    return (last || outboxEntries.size() < net::IoRing::capacity) &&
+           outbox.size() + size <= outboxLimit;
+}
+
+void LoopData::queueWrite(Connection* connection, const iovec* bufs, unsigned count) {
+    if (outboxEntries.empty() || outboxEntries.back().connection != connection) {
+        outboxEntries.push_back({connection, static_cast<std::uint32_t>(outbox.size()), 0});
+    }
+    std::size_t total = 0;
+    for (unsigned i = 0; i < count; ++i) {
+        outbox.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
+        total += bufs[i].iov_len;
+    }
+    outboxEntries.back().size += static_cast<std::uint32_t>(total);
+}
+
+void LoopData::submitOutbox() {
+    std::size_t count = outboxEntries.size();
+    if (count == 0) {
+        return;
+    }
+    // The outbox does not grow from here until it is cleared, so the calls
+    // may point into it.
+    int results[net::IoRing::capacity];
+    for (std::size_t i = 0; i < count; ++i) {
+        results[i] = net::IoRing::notMade;
+        if (ring.usable()) {
+            const OutboxEntry& entry = outboxEntries[i];
+            ring.prepareSend(entry.connection->socketFd(), outbox.data() + entry.offset, entry.size,
+                             static_cast<std::uint32_t>(i));
+        }
+    }
+    if (ring.prepared() > 0) {
+        net::IoRing::Completion done[net::IoRing::capacity];
+        unsigned k = ring.run(done);
+        for (unsigned j = 0; j < k; ++j) {
+            results[done[j].tag] = done[j].result;
+        }
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+        const OutboxEntry& entry = outboxEntries[i];
+        entry.connection->onBatchedSend(outbox.data() + entry.offset, entry.size, results[i]);
+    }
+    outbox.clear();
+    outboxEntries.clear();
+}
+
+std::size_t LoopData::queuedBytes(const Connection* connection) const noexcept {
+    for (const OutboxEntry& entry : outboxEntries) {
+        if (entry.connection == connection) {
+            return entry.size;
+        }
+    }
+    return 0;
 }
 
 void LoopData::defer(Connection* connection) {

@@ -275,7 +275,17 @@ void Connection::updateReading() {
     reading_ = want;
 }
 
-void Connection::onSocketEvents(std::uint32_t events) {
+bool Connection::wantsBatchedRead(std::uint32_t events) noexcept {
+    if (closing()) {
+        return false;
+    }
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+        readable_ = true;
+    }
+    return reading_ && readable_;
+}
+
+void Connection::onSocketEvents(std::uint32_t events, std::uint8_t* batchData, int batchResult) {
     if (closing()) {
         return; // closed by an earlier event of the same batch
     }
@@ -283,36 +293,69 @@ void Connection::onSocketEvents(std::uint32_t events) {
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
         readable_ = true;
     }
-    readSocket();
+    if (batchResult != net::IoRing::notMade) {
+        takeBatchedRead(batchData, batchResult);
+    } else {
+        readSocket();
+    }
     if (writing_ != nullptr && !closing() && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) {
         writePending();
     }
 }
 
-void Connection::readSocket() {
+void Connection::takeBatchedRead(std::uint8_t* data, int result) {
+    if (result == static_cast<int>(LoopData::recvSliceSize)) {
+        // The slice is full and the socket may hold more: read that behind
+        // it, so that a large frame still arrives in one piece.
+        std::memcpy(loop_.readBuffer.get(), data, LoopData::recvSliceSize);
+        readSocket(LoopData::recvSliceSize);
+        return;
+    }
+    readable_ = false;
+    if (result > 0) {
+        // Delivered even if reading was paused meanwhile by another
+        // connection's callback: these bytes were read already.
+        onBytes(data, static_cast<std::size_t>(result));
+    } else if (result == 0) {
+        onReadEnd(UV_EOF);
+    } else if (result != -EAGAIN && result != -EINTR) {
+        onReadEnd(result);
+    }
+}
+
+void Connection::readSocket(std::size_t carried) {
     std::uint8_t* buffer = loop_.readBuffer.get();
     for (int i = 0; i < readsPerTurn; ++i) {
         if (!reading_ || !readable_ || closing()) {
-            return;
+            break;
         }
-        ssize_t n = ::read(fd_, buffer, LoopData::readBufferSize);
+        ssize_t n = ::read(fd_, buffer + carried, LoopData::readBufferSize - carried);
         if (n > 0) {
+            std::size_t size = carried + static_cast<std::size_t>(n);
+            carried = 0;
             // A short read drained the socket; more raises a new edge.
-            if (static_cast<std::size_t>(n) < LoopData::readBufferSize) {
+            if (size < LoopData::readBufferSize) {
                 readable_ = false;
             }
-            onBytes(buffer, static_cast<std::size_t>(n));
-        } else if (n == 0) {
-            readable_ = false;
-            onReadEnd(UV_EOF);
-            return;
-        } else if (errno != EINTR) {
-            readable_ = false;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                onReadEnd(-errno);
-            }
-            return;
+            onBytes(buffer, size);
+            continue;
         }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        int status = n == 0 ? UV_EOF : -errno;
+        readable_ = false;
+        if (carried > 0) {
+            onBytes(buffer, carried);
+            carried = 0;
+        }
+        if (status != -EAGAIN && status != -EWOULDBLOCK && !closing()) {
+            onReadEnd(status);
+        }
+        return;
+    }
+    if (carried > 0 && !closing()) {
+        onBytes(buffer, carried);
     }
     if (reading_ && readable_ && !closing()) {
         defer(); // the rest after the other sockets' turn
@@ -626,6 +669,9 @@ std::size_t Connection::bytesToWrite() const noexcept {
     if (writing_ != nullptr) {
         queued += writing_->waiting();
     }
+    if (queued_) {
+        queued += loop_.queuedBytes(this);
+    }
     return queued;
 }
 
@@ -855,23 +901,45 @@ void Connection::socketWrite(const iovec* bufs, unsigned count) {
         failWrite(UV_EPIPE);
         return;
     }
-    if (writing_ != nullptr) {
-        // Behind what waits, in order; EPOLLOUT sends it.
-        for (unsigned i = 0; i < count; ++i) {
-            writing_->data.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
-        }
-        checkBackpressure();
-        return;
-    }
     std::size_t total = 0;
     for (unsigned i = 0; i < count; ++i) {
         total += bufs[i].iov_len;
     }
     std::string& cork = loop_.corkBuffer;
-    if (corked_ && total < directWriteThreshold) {
-        for (unsigned i = 0; i < count; ++i) {
-            cork.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
+    if (writing_ == nullptr && total < directWriteThreshold) {
+        if (corked_) {
+            for (unsigned i = 0; i < count; ++i) {
+                cork.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
+            }
+            return;
         }
+        if (loop_.outboxOpen) {
+            // Sent with the other sockets' writes when the wakeup is done.
+            if (!loop_.outboxTakes(this, queued_, total)) {
+                loop_.submitOutbox();
+            }
+            if (writing_ == nullptr) {
+                loop_.queueWrite(this, bufs, count);
+                queued_ = true;
+                return;
+            }
+        }
+    }
+    if (queued_) {
+        // What this connection queued earlier in the wakeup goes first.
+        loop_.submitOutbox();
+    }
+    std::size_t gathered = corked_ ? cork.size() : 0;
+    if (writing_ != nullptr) {
+        // Behind what waits, in order; EPOLLOUT sends it.
+        if (gathered > 0) {
+            writing_->data.append(cork);
+            cork.clear();
+        }
+        for (unsigned i = 0; i < count; ++i) {
+            writing_->data.append(static_cast<const char*>(bufs[i].iov_base), bufs[i].iov_len);
+        }
+        checkBackpressure();
         return;
     }
     // Straight to the socket: most writes complete here and nothing is
@@ -879,7 +947,6 @@ void Connection::socketWrite(const iovec* bufs, unsigned count) {
     // gathered so far.
     iovec all[3] = {};
     unsigned n = 0;
-    std::size_t gathered = corked_ ? cork.size() : 0;
     if (gathered > 0) {
         all[n++] = makeBuf(cork.data(), cork.size());
     }
@@ -895,30 +962,78 @@ void Connection::socketWrite(const iovec* bufs, unsigned count) {
         return;
     }
     auto written = static_cast<std::size_t>(rc);
-    if (written < gathered + total) {
-        // Keep the rest, in order, for when epoll says the socket has room.
-        auto* op = new WriteOp;
-        if (gathered + total - written > directWriteThreshold) {
-            op->data.swap(loop_.spareWriteBuffer);
-        }
-        op->data.reserve(gathered + total - written);
-        std::size_t skip = written;
-        for (unsigned i = 0; i < n; ++i) {
-            if (skip >= all[i].iov_len) {
-                skip -= all[i].iov_len;
-                continue;
-            }
-            op->data.append(static_cast<const char*>(all[i].iov_base) + skip,
-                            all[i].iov_len - skip);
-            skip = 0;
-        }
-        writing_ = op;
-        checkBackpressure();
-    }
+    keepUnsent(all, n, written);
     if (gathered > 0) {
         cork.clear();
     }
     reportWritten(written);
+}
+
+void Connection::keepUnsent(const iovec* bufs, unsigned count, std::size_t written) {
+    std::size_t total = 0;
+    for (unsigned i = 0; i < count; ++i) {
+        total += bufs[i].iov_len;
+    }
+    if (written >= total) {
+        return;
+    }
+    // Keep the rest, in order, for when epoll says the socket has room.
+    auto* op = new WriteOp;
+    if (total - written > directWriteThreshold) {
+        op->data.swap(loop_.spareWriteBuffer);
+    }
+    op->data.reserve(total - written);
+    std::size_t skip = written;
+    for (unsigned i = 0; i < count; ++i) {
+        if (skip >= bufs[i].iov_len) {
+            skip -= bufs[i].iov_len;
+            continue;
+        }
+        op->data.append(static_cast<const char*>(bufs[i].iov_base) + skip, bufs[i].iov_len - skip);
+        skip = 0;
+    }
+    writing_ = op;
+    checkBackpressure();
+}
+
+void Connection::onBatchedSend(const char* data, std::size_t size, int result) {
+    queued_ = false;
+    if (closing()) {
+        return; // closeHandle sends the outbox first; this is not reached
+    }
+    iovec buf = makeBuf(data, size);
+    std::ptrdiff_t rc = result;
+    if (result == net::IoRing::notMade) {
+        rc = sendSome(&buf, 1);
+    } else if (result == -EAGAIN || result == -EWOULDBLOCK) {
+        rc = 0;
+    } else if (result == -EINTR) {
+        rc = sendSome(&buf, 1);
+    }
+    if (rc < 0) {
+        loop_.sendReports.push_back({this, static_cast<int>(rc)});
+        return;
+    }
+    keepUnsent(&buf, 1, static_cast<std::size_t>(rc));
+    bool wantsReport = draining_ || (socket_ != nullptr && signals_ && signals_->bytesWritten);
+    if (wantsReport) {
+        loop_.sendReports.push_back({this, static_cast<int>(rc)});
+    }
+}
+
+void Connection::afterBatchedSend(int result) {
+    if (closing()) {
+        return;
+    }
+    Busy busy(*this);
+    if (result < 0) {
+        failWrite(result);
+        return;
+    }
+    reportWritten(static_cast<std::size_t>(result));
+    if (!closing()) {
+        flush();
+    }
 }
 
 void Connection::reportWritten(std::size_t bytes) {
@@ -937,7 +1052,9 @@ void Connection::flush() {
         // RFC 5246 §7.2.1: close_notify before our FIN.
         tls_->session.sendCloseNotify();
     }
-    if (draining_ && writing_ == nullptr && !corked_ && !shutdownStarted_ && !closing()) {
+    // A send still in the loop's outbox comes back through afterBatchedSend.
+    if (draining_ && writing_ == nullptr && !queued_ && !corked_ && !shutdownStarted_ &&
+        !closing()) {
         if (closeHandshakeDone()) {
             // Our last bytes are in the kernel and go out before the FIN.
             closeHandle();
@@ -1069,6 +1186,10 @@ void Connection::onCloseDeadline(net::DeadlineEntry& entry) {
 void Connection::closeHandle() {
     if (closing()) {
         return;
+    }
+    if (queued_) {
+        // Its bytes were as good as written: they go before the close.
+        loop_.submitOutbox();
     }
     phase_ = Phase::HandleClosing;
     unlink();

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "net/DeadlineQueue.h"
+#include "net/IoRing.h"
 #include "net/RequestInfo.h"
 #include "net/TlsSession.h"
 #include "proto/Handshake.h"
@@ -107,8 +108,21 @@ public:
     std::function<void()> disconnected;
 
     // From the loop.
-    /// What epoll reported for the socket (edge-triggered).
-    void onSocketEvents(std::uint32_t events);
+    /// What epoll reported for the socket (edge-triggered), with the result
+    /// of the read the loop made for it in a batch (IoRing::notMade for none)
+    /// and where that read put the bytes.
+    void onSocketEvents(std::uint32_t events, std::uint8_t* batchData = nullptr,
+                        int batchResult = net::IoRing::notMade);
+    /// Takes note of the events; true if the loop should read the socket in
+    /// its batch of reads.
+    bool wantsBatchedRead(std::uint32_t events) noexcept;
+    int socketFd() const noexcept { return fd_; }
+    /// The loop made this connection's send from its outbox: `result` is
+    /// what send(2) returned for these bytes (IoRing::notMade: not made).
+    /// Calls no callback: the batch is still being sent.
+    void onBatchedSend(const char* data, std::size_t size, int result);
+    /// After the batch: bytesWritten, a failed write, a close that waited.
+    void afterBatchedSend(int result);
     static void onCloseDeadline(net::DeadlineEntry& entry);
     static void onMessageDeadline(net::DeadlineEntry& entry);
     static void onTlsIdleDeadline(net::DeadlineEntry& entry);
@@ -133,8 +147,14 @@ private:
     /// Runs runDeferred on the next loop iteration, once however often asked.
     void defer();
     /// Reads while the socket has bytes and reading is wanted, up to a bound
-    /// per turn so that one busy peer cannot hold the loop.
-    void readSocket();
+    /// per turn so that one busy peer cannot hold the loop. The first
+    /// `carried` bytes of the read buffer were read already: they go first,
+    /// with what the next read adds behind them.
+    void readSocket(std::size_t carried = 0);
+    /// Takes the result of a batched read.
+    void takeBatchedRead(std::uint8_t* data, int result);
+    /// Keeps the bytes the socket did not take, for EPOLLOUT.
+    void keepUnsent(const iovec* bufs, unsigned count, std::size_t written);
     /// Writes what waits in writing_, as far as the socket takes it.
     void writePending();
     /// send(2) or sendmsg(2) without SIGPIPE: the bytes written, 0 when the
@@ -238,6 +258,7 @@ private:
     bool outputBackpressure_ : 1 = false; // not reading: too much waits to be written
     bool deferQueued_ : 1 = false;        // in the loop's deferred queue
     bool tlsIdleDeadline_ : 1 = false;    // linked into the loop's tlsIdleQueue
+    bool queued_ : 1 = false;             // has bytes in the loop's outbox
 };
 
 } // namespace wsgate::detail

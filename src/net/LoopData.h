@@ -4,8 +4,11 @@
 #pragma once
 
 #include "net/DeadlineQueue.h"
+#include "net/IoRing.h"
 #include "proto/Protocol.h"
 
+#include <sys/epoll.h>
+#include <sys/uio.h>
 #include <uv.h>
 
 #include <cstddef>
@@ -43,6 +46,18 @@ struct LoopData {
     /// descriptor elsewhere (a fork, an adopted socket) would keep it there.
     void unwatch(int fd) noexcept;
 
+    /// Whether the outbox takes `size` more bytes from `connection`, which
+    /// has bytes in it already if `queued`.
+    bool outboxTakes(const Connection* connection, bool queued, std::size_t size) const noexcept;
+    /// Gathers a write made while the socket set is processed (outboxOpen)
+    /// for the one batch of sends at the end of the wakeup. The connection
+    /// must have no entry but the last one, and outboxTakes its bytes.
+    void queueWrite(Connection* connection, const iovec* bufs, unsigned count);
+    /// Makes the queued sends now, in one system call where the ring allows.
+    void submitOutbox();
+    /// Bytes `connection` has in the outbox.
+    std::size_t queuedBytes(const Connection* connection) const noexcept;
+
     std::unique_ptr<uv_loop_t> ownedLoop; // before `loop`, which may point into it
     uv_loop_t* loop = nullptr;
     std::unique_ptr<std::uint8_t[]> readBuffer;
@@ -77,6 +92,32 @@ struct LoopData {
     int socketsFd = -1;
     uv_poll_t socketsPoll;
     std::size_t socketCount = 0; // socketsPoll keeps the loop alive while nonzero
+    /// One wakeup's socket calls in a few system calls instead of one each
+    /// (IoRing.h). Where the kernel offers no ring, the calls are plain.
+    net::IoRing ring;
+    /// The batched reads of a wakeup land in slices of their own: the read
+    /// buffer is for the plain reads that follow one that filled its slice.
+    /// A slice is one page, so that small reads touch few.
+    static constexpr unsigned recvSlots = 32;
+    static constexpr std::size_t recvSliceSize = 4096;
+    std::unique_ptr<std::uint8_t[]> recvBuffer;
+    /// Writes gathered while the socket set is processed, sent together when
+    /// it is done. A connection has at most one entry (Connection::queued_).
+    struct OutboxEntry {
+        Connection* connection;
+        std::uint32_t offset;
+        std::uint32_t size;
+    };
+    std::string outbox;
+    std::vector<OutboxEntry> outboxEntries;
+    bool outboxOpen = false;
+    /// Connections to tell about a batched send once the batch is over (its
+    /// callbacks may write): what was written, or the error.
+    struct SendReport {
+        Connection* connection;
+        int result;
+    };
+    std::vector<SendReport> sendReports;
     /// A descriptor held in reserve by loops that listen: out of descriptors,
     /// a listener closes it to accept and close what waits (ServerState).
     int reserveFd = -1;
@@ -85,6 +126,8 @@ struct LoopData {
 private:
     static void onDeferIdle(uv_idle_t* idle);
     static void onSocketsReady(uv_poll_t* poll, int status, int events);
+    /// One wakeup's events with batched reads, and sends gathered until its end.
+    void processBatched(const epoll_event* events, int count);
     void runDeferredBatch();
 };
 

@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "support/EchoTargets.h"
 #include "support/RawClient.h"
+#include "support/TlsTestMode.h"
 
 #include <atomic>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <latch>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -169,6 +171,101 @@ TEST_SUITE("Concurrency") {
         REQUIRE(server.started());
         runMany(server.port(), 50, 20, 2);
         CHECK(server.call([](InProcessEcho::State& s) { return s.sockets.size(); }) == 50);
+    }
+
+    TEST_CASE("broadcasts from message callbacks keep every connection's order, and "
+              "bytesWritten adds up to what went out") {
+        // Writes made in one connection's callback to the others land while
+        // the loop gathers the wakeup's sends (src/net/IoRing.h): a
+        // connection's bytes must still leave in the order they were written.
+        constexpr int clients = 8;
+        constexpr int perClient = 80;
+        constexpr std::size_t padding = 12000;
+        InProcessEcho server;
+        REQUIRE(server.started());
+        std::vector<RawClient> raw(clients);
+        for (auto& c : raw) {
+            c.setTimeout(slowTimeout);
+            REQUIRE(c.open(server.port()));
+        }
+        REQUIRE(server.waitForSockets(clients));
+        auto written = std::make_shared<std::size_t>(0);
+        server.call([written](InProcessEcho::State& state) {
+            auto* sockets = &state.sockets;
+            for (auto& socket : state.sockets) {
+                socket->onTextMessageReceived([sockets](std::string_view message) {
+                    for (auto& each : *sockets) {
+                        each->sendTextMessage(message);
+                    }
+                });
+                socket->onBytesWritten([written](std::size_t bytes) { *written += bytes; });
+            }
+            return 0;
+        });
+        std::vector<std::string> failures(clients);
+        std::vector<std::size_t> frameBytes(clients, 0);
+        std::vector<std::thread> threads;
+        for (int i = 0; i < clients; ++i) {
+            threads.emplace_back([&, i] {
+                RawClient& c = raw[static_cast<std::size_t>(i)];
+                // All sent at once, so that many are in each wakeup.
+                std::string burst;
+                for (int k = 0; k < perClient; ++k) {
+                    burst += frame(opcode::text, std::to_string(i) + ":" + std::to_string(k) +
+                                                     std::string(padding, '.'));
+                }
+                if (!c.send(burst)) {
+                    failures[static_cast<std::size_t>(i)] = "send failed";
+                    return;
+                }
+                // Read late, so that the server finds sockets full and
+                // keeps part of a batched send for later.
+                std::this_thread::sleep_for(300ms);
+                std::vector<int> next(clients, 0);
+                for (int n = 0; n < clients * perClient; ++n) {
+                    const ReceivedMessage m = c.readMessage(slowTimeout);
+                    if (!m.ok()) {
+                        failures[static_cast<std::size_t>(i)] =
+                            "message " + std::to_string(n) + ": " + readStatusName(m.status);
+                        return;
+                    }
+                    frameBytes[static_cast<std::size_t>(i)] +=
+                        (m.payload.size() < 126 ? 2 : 4) + m.payload.size();
+                    std::size_t colon = m.payload.find(':');
+                    int from = std::stoi(m.payload.substr(0, colon));
+                    int seq = std::stoi(m.payload.substr(colon + 1));
+                    if (from < 0 || from >= clients ||
+                        seq != next[static_cast<std::size_t>(from)]) {
+                        failures[static_cast<std::size_t>(i)] =
+                            "out of order: " + m.payload.substr(0, colon + 4) + " expected seq " +
+                            std::to_string(next[static_cast<std::size_t>(from)]);
+                        return;
+                    }
+                    ++next[static_cast<std::size_t>(from)];
+                }
+            });
+        }
+        for (auto& t : threads) {
+            t.join();
+        }
+        for (int i = 0; i < clients; ++i) {
+            CHECK_MESSAGE(failures[static_cast<std::size_t>(i)].empty(), "client ", i, ": ",
+                          failures[static_cast<std::size_t>(i)]);
+        }
+        std::size_t expected = 0;
+        for (std::size_t b : frameBytes) {
+            expected += b;
+        }
+        CHECK(expected > 0);
+        if (tlsTestMode()) {
+            // bytesWritten counts what went to the socket: records, with
+            // their headers and tags.
+            CHECK(server.thread().waitUntil([&] { return *written > expected; }));
+        } else {
+            // Every byte a client read was reported written, and no more.
+            CHECK(server.thread().waitUntil([&] { return *written == expected; }));
+            CHECK(server.call([written](InProcessEcho::State&) { return *written; }) == expected);
+        }
     }
 
     TEST_CASE("connections that end in every way leave no descriptor behind") {

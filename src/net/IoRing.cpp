@@ -1,0 +1,153 @@
+#include "net/IoRing.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <liburing.h>
+
+namespace wsgate::net {
+namespace {
+
+constexpr std::uint64_t cancelTag = ~std::uint64_t{0};
+
+/// The ring is worth using only if a non-blocking call on an empty socket
+/// comes back inside the submit, with -EAGAIN: then no call can outlive
+/// run(), whatever the kernel version does with MSG_DONTWAIT.
+bool completesInline(io_uring* ring) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        return false;
+    }
+    char byte = 0;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv(sqe, pair[0], &byte, 1, MSG_DONTWAIT);
+    sqe->user_data = 1;
+    bool inlined = false;
+    if (io_uring_submit(ring) == 1) {
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_peek_cqe(ring, &cqe) == 0 && cqe != nullptr) {
+            inlined = cqe->res == -EAGAIN;
+            io_uring_cqe_seen(ring, cqe);
+        } else {
+            // Pending: cancel it and wait for it, then give the ring up.
+            sqe = io_uring_get_sqe(ring);
+            io_uring_prep_cancel64(sqe, 1, 0);
+            sqe->user_data = cancelTag;
+            io_uring_submit(ring);
+            for (int seen = 0; seen < 2;) {
+                if (io_uring_wait_cqe(ring, &cqe) < 0) {
+                    break;
+                }
+                io_uring_cqe_seen(ring, cqe);
+                ++seen;
+            }
+        }
+    }
+    ::close(pair[0]);
+    ::close(pair[1]);
+    return inlined;
+}
+
+} // namespace
+
+IoRing::IoRing() {
+    const char* setting = std::getenv("WSGATE_IO_URING");
+    if (setting != nullptr && std::strcmp(setting, "0") == 0) {
+        return;
+    }
+    auto* ring = new io_uring;
+    io_uring_params params{};
+    // Without SUBMIT_ALL a call that fails early would stop the ones after it.
+    params.flags = IORING_SETUP_SUBMIT_ALL;
+    if (io_uring_queue_init_params(capacity * 2, ring, &params) < 0) {
+        delete ring;
+        return;
+    }
+    if (!completesInline(ring)) {
+        io_uring_queue_exit(ring);
+        delete ring;
+        return;
+    }
+    ring_ = ring;
+}
+
+IoRing::~IoRing() {
+    if (ring_ != nullptr) {
+        io_uring_queue_exit(ring_);
+        delete ring_;
+    }
+}
+
+void IoRing::prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+    io_uring_prep_recv(sqe, fd, buffer, size, MSG_DONTWAIT);
+    sqe->user_data = tag;
+    ++prepared_;
+}
+
+void IoRing::prepareSend(int fd, const void* data, std::size_t size, std::uint32_t tag) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+    io_uring_prep_send(sqe, fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    sqe->user_data = tag;
+    ++prepared_;
+}
+
+unsigned IoRing::reap(Completion* results, unsigned count) noexcept {
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(ring_, head, cqe) {
+        ++seen;
+        if (cqe->user_data == cancelTag) {
+            continue;
+        }
+        // A cancelled call did nothing, as if the socket had been busy.
+        results[count++] = {static_cast<std::uint32_t>(cqe->user_data),
+                            cqe->res == -ECANCELED ? -EAGAIN : cqe->res};
+    }
+    io_uring_cq_advance(ring_, seen);
+    return count;
+}
+
+unsigned IoRing::run(Completion* results) noexcept {
+    unsigned wanted = prepared_;
+    prepared_ = 0;
+    if (wanted == 0) {
+        return 0;
+    }
+    int submitted = 0;
+    do {
+        submitted = io_uring_submit(ring_);
+    } while (submitted == -EINTR);
+    auto expected = static_cast<unsigned>(submitted < 0 ? 0 : submitted);
+    unsigned count = reap(results, 0);
+    if (count < expected) {
+        // Should not happen (see completesInline); never leave a call
+        // holding a buffer past this point.
+        io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        sqe->user_data = cancelTag;
+        io_uring_submit(ring_);
+        while (count < expected) {
+            io_uring_cqe* cqe = nullptr;
+            if (io_uring_wait_cqe(ring_, &cqe) < 0) {
+                break;
+            }
+            count = reap(results, count);
+        }
+    }
+    if (expected < wanted) {
+        // Not expected with SUBMIT_ALL and a completion queue emptied every
+        // time. Give the ring up: the caller makes the calls missing from
+        // `results` itself, and the loop goes on with plain system calls.
+        io_uring_queue_exit(ring_);
+        delete ring_;
+        ring_ = nullptr;
+    }
+    return count;
+}
+
+} // namespace wsgate::net

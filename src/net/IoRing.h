@@ -1,0 +1,64 @@
+// A loop's io_uring, used only to make many non-blocking socket calls in one
+// system call: the reads of every socket epoll reported in one wakeup, and
+// the writes gathered while they were processed. Each call is made with
+// MSG_DONTWAIT, so the kernel completes it inside io_uring_enter (with the
+// bytes, or -EAGAIN) and nothing is ever left pending: run() returns with
+// every result in hand, and no buffer is borrowed past it.
+//
+// On this VM kind a system call costs about a microsecond before it does
+// any work; a loopback echo needs two per message, which batching shares
+// among every socket of the wakeup (docs/benchmarks.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+struct io_uring;
+
+namespace wsgate::net {
+
+class IoRing {
+public:
+    /// Room for this many calls per run().
+    static constexpr unsigned capacity = 64;
+    /// A result no call returns: the call was not made.
+    static constexpr int notMade = -0x7fffffff - 1;
+
+    /// A ring, or none (usable() false) where the kernel has no io_uring,
+    /// refuses it (a seccomp filter, as in Docker's default profile, or the
+    /// io_uring_disabled sysctl), lacks IORING_SETUP_SUBMIT_ALL (Linux
+    /// 5.18), or would not complete a non-blocking call inline; and none
+    /// when the environment has WSGATE_IO_URING=0.
+    IoRing();
+    ~IoRing();
+    IoRing(const IoRing&) = delete;
+    IoRing& operator=(const IoRing&) = delete;
+
+    bool usable() const noexcept { return ring_ != nullptr; }
+    /// Calls prepared and not yet run.
+    unsigned prepared() const noexcept { return prepared_; }
+
+    /// recv(2) with MSG_DONTWAIT into `buffer`; `tag` comes back with the result.
+    void prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept;
+    /// send(2) with MSG_DONTWAIT and MSG_NOSIGNAL.
+    void prepareSend(int fd, const void* data, std::size_t size, std::uint32_t tag) noexcept;
+
+    struct Completion {
+        std::uint32_t tag;
+        int result; // bytes, or a negative errno
+    };
+
+    /// Makes the prepared calls and writes each one's result to `results`
+    /// (room for `capacity`), in no particular order; returns how many.
+    /// Every call has completed when this returns.
+    unsigned run(Completion* results) noexcept;
+
+private:
+    /// Takes the completions that are in; returns how many.
+    unsigned reap(Completion* results, unsigned count) noexcept;
+
+    io_uring* ring_ = nullptr;
+    unsigned prepared_ = 0;
+};
+
+} // namespace wsgate::net

@@ -1,0 +1,168 @@
+// IoRing makes many non-blocking socket calls in one system call and has
+// every result in hand when run() returns: bytes read or sent, -EAGAIN for
+// a socket with nothing to give or no room, an error for a bad descriptor.
+// WSGATE_IO_URING=0 turns it off, which is how the suite runs the plain
+// system calls too.
+#include "net/IoRing.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <string>
+#include <vector>
+
+namespace {
+
+using wsgate::net::IoRing;
+
+struct SocketPair {
+    SocketPair() {
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0);
+    }
+    ~SocketPair() {
+        ::close(fd[0]);
+        ::close(fd[1]);
+    }
+    int fd[2] = {-1, -1};
+};
+
+/// The results of one run, by tag; notMade where none came back.
+std::vector<int> runAll(IoRing& ring, unsigned calls) {
+    std::vector<int> byTag(calls, IoRing::notMade);
+    IoRing::Completion done[IoRing::capacity];
+    unsigned count = ring.run(done);
+    CHECK(count == calls);
+    CHECK(ring.prepared() == 0);
+    for (unsigned i = 0; i < count; ++i) {
+        REQUIRE(done[i].tag < calls);
+        CHECK(byTag[done[i].tag] == IoRing::notMade); // one result per call
+        byTag[done[i].tag] = done[i].result;
+    }
+    return byTag;
+}
+
+bool ringExpected() {
+    // The machines this runs on have io_uring; a kernel that refuses it
+    // (a seccomp filter, the sysctl) makes IoRing fall back, not fail.
+    int fd = ::open("/proc/sys/kernel/io_uring_disabled", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return true;
+    }
+    char value = '0';
+    bool read = ::read(fd, &value, 1) == 1;
+    ::close(fd);
+    return !read || value == '0';
+}
+
+} // namespace
+
+TEST_CASE("IoRing: WSGATE_IO_URING=0 turns it off") {
+    const char* before = std::getenv("WSGATE_IO_URING");
+    std::string saved = before != nullptr ? before : "";
+    ::setenv("WSGATE_IO_URING", "0", 1);
+    {
+        IoRing ring;
+        CHECK_FALSE(ring.usable());
+    }
+    if (before != nullptr) {
+        ::setenv("WSGATE_IO_URING", saved.c_str(), 1);
+    } else {
+        ::unsetenv("WSGATE_IO_URING");
+    }
+}
+
+TEST_CASE("IoRing: reads and sends of many sockets in one run") {
+    const char* setting = std::getenv("WSGATE_IO_URING");
+    if (setting != nullptr && std::strcmp(setting, "0") == 0) {
+        return; // the suite's run with the plain system calls
+    }
+    IoRing ring;
+    if (!ringExpected()) {
+        MESSAGE("io_uring is disabled on this machine; IoRing falls back to plain calls");
+        return;
+    }
+    REQUIRE(ring.usable());
+
+    constexpr unsigned pairs = IoRing::capacity / 2;
+    std::vector<SocketPair> sockets(pairs);
+
+    SUBCASE("a send per socket, then a read per socket, each with its own bytes") {
+        std::vector<std::string> messages;
+        messages.reserve(pairs); // the calls point into them
+        for (unsigned i = 0; i < pairs; ++i) {
+            messages.push_back("message " + std::to_string(i) + std::string(i, 'x'));
+            ring.prepareSend(sockets[i].fd[0], messages[i].data(), messages[i].size(), i);
+        }
+        std::vector<int> sent = runAll(ring, pairs);
+        for (unsigned i = 0; i < pairs; ++i) {
+            CHECK(sent[i] == static_cast<int>(messages[i].size()));
+        }
+        std::vector<std::string> buffers(pairs, std::string(256, '\0'));
+        for (unsigned i = 0; i < pairs; ++i) {
+            ring.prepareRecv(sockets[i].fd[1], buffers[i].data(), buffers[i].size(), i);
+        }
+        std::vector<int> received = runAll(ring, pairs);
+        for (unsigned i = 0; i < pairs; ++i) {
+            REQUIRE(received[i] == static_cast<int>(messages[i].size()));
+            CHECK(buffers[i].substr(0, messages[i].size()) == messages[i]);
+        }
+    }
+
+    SUBCASE("a socket with nothing to read answers -EAGAIN at once, the others their bytes") {
+        char byte = 'z';
+        REQUIRE(::send(sockets[1].fd[0], &byte, 1, 0) == 1);
+        char buffers[3] = {};
+        ring.prepareRecv(sockets[0].fd[1], &buffers[0], 1, 0);
+        ring.prepareRecv(sockets[1].fd[1], &buffers[1], 1, 1);
+        ring.prepareRecv(sockets[2].fd[1], &buffers[2], 1, 2);
+        std::vector<int> results = runAll(ring, 3);
+        CHECK(results[0] == -EAGAIN);
+        CHECK(results[1] == 1);
+        CHECK(buffers[1] == 'z');
+        CHECK(results[2] == -EAGAIN);
+    }
+
+    SUBCASE("a bad descriptor fails its call alone") {
+        char byte = 'q';
+        char got = 0;
+        REQUIRE(::send(sockets[0].fd[0], &byte, 1, 0) == 1);
+        int closed = ::dup(sockets[0].fd[1]);
+        REQUIRE(closed >= 0);
+        ::close(closed);
+        ring.prepareRecv(closed, &got, 1, 0);
+        ring.prepareRecv(sockets[0].fd[1], &got, 1, 1);
+        std::vector<int> results = runAll(ring, 2);
+        CHECK(results[0] == -EBADF);
+        CHECK(results[1] == 1);
+        CHECK(got == 'q');
+    }
+
+    SUBCASE("a full socket takes part of a send, then -EAGAIN; a closed peer gives EOF") {
+        std::string big(1 << 22, 'b');
+        ring.prepareSend(sockets[0].fd[0], big.data(), big.size(), 0);
+        std::vector<int> first = runAll(ring, 1);
+        REQUIRE(first[0] > 0);
+        CHECK(first[0] < static_cast<int>(big.size()));
+        ring.prepareSend(sockets[0].fd[0], big.data(), big.size(), 0);
+        CHECK(runAll(ring, 1)[0] == -EAGAIN);
+
+        ::shutdown(sockets[1].fd[0], SHUT_WR);
+        char got = 0;
+        ring.prepareRecv(sockets[1].fd[1], &got, 1, 0);
+        CHECK(runAll(ring, 1)[0] == 0);
+    }
+
+    SUBCASE("a send to a peer that has gone fails with EPIPE, not SIGPIPE") {
+        ::close(sockets[0].fd[1]);
+        sockets[0].fd[1] = ::dup(sockets[1].fd[1]); // keep the destructor's close valid
+        char byte = 'p';
+        ring.prepareSend(sockets[0].fd[0], &byte, 1, 0);
+        CHECK(runAll(ring, 1)[0] == -EPIPE);
+    }
+}
