@@ -30,6 +30,8 @@ constexpr int maxEvents = 1024;
 constexpr auto scanInterval = std::chrono::milliseconds(100);
 constexpr std::uint64_t maxErrorLines = 20;
 constexpr std::uint64_t stdinTag = UINT64_MAX;
+/// How long a wakeup's first queued send may wait for its other events.
+constexpr auto maxSendHold = std::chrono::microseconds(200);
 
 std::uint64_t patternOffset(std::uint32_t connection, std::uint64_t sequence) {
     return (sequence * 2654435761ULL + std::uint64_t{connection} * 40503ULL) % patternSpan;
@@ -633,6 +635,7 @@ void LoadGen::processEvents(const epoll_event* events, int count) {
         recvSlices_.resize(recvSlots * recvSliceSize);
     }
     batching_ = true;
+    Clock::time_point gatherStart = Clock::now();
     int results[recvSlots];
     wsgate::net::IoRing::Completion done[wsgate::net::IoRing::capacity];
     for (int base = 0; base < count && phase_ != Phase::Done; base += static_cast<int>(recvSlots)) {
@@ -662,6 +665,15 @@ void LoadGen::processEvents(const epoll_event* events, int count) {
             if (Connection* conn = liveConnection(events[i].data.u64)) {
                 onEvent(*conn, events[i].events, recvSlices_.data() + slot * recvSliceSize,
                         results[slot]);
+            }
+            if (!sendQueue_.empty()) {
+                // As the server does: a heavy event (a TLS key exchange)
+                // must not hold the sends of the ones before it.
+                Clock::time_point now = Clock::now();
+                if (now - gatherStart > maxSendHold) {
+                    sendQueued();
+                    gatherStart = now;
+                }
             }
         }
     }

@@ -35,8 +35,11 @@ namespace {
 /// Socket events taken from the epoll set per wakeup of the loop; more wait
 /// for the next iteration.
 constexpr int eventsPerWakeup = 256;
-/// The outbox is sent when it would grow past this.
+/// The outbox is sent when it would grow past this,
 constexpr std::size_t outboxLimit = 256 * 1024;
+/// and once its oldest bytes have waited this long for the wakeup's other
+/// events (about 60 small echoes).
+constexpr std::uint64_t maxOutboxHoldNs = 200 * 1000;
 
 } // namespace
 
@@ -142,6 +145,7 @@ void LoopData::onSocketsReady(uv_poll_t* poll, int status, int) {
 
 void LoopData::processBatched(const epoll_event* events, int count) {
     outboxOpen = true;
+    std::uint64_t gatherStart = uv_hrtime();
     int results[recvSlots];
     net::IoRing::Completion done[net::IoRing::capacity];
     for (int base = 0; base < count; base += static_cast<int>(recvSlots)) {
@@ -168,6 +172,15 @@ void LoopData::processBatched(const epoll_event* events, int count) {
             static_cast<Connection*>(events[i].data.ptr)
                 ->onSocketEvents(events[i].events, recvBuffer.get() + slot * recvSliceSize,
                                  results[slot]);
+            if (!outboxEntries.empty()) {
+                // Heavy events (a TLS handshake's key exchange takes
+                // milliseconds) must not hold the replies of the ones before.
+                std::uint64_t now = uv_hrtime();
+                if (now - gatherStart > maxOutboxHoldNs) {
+                    submitOutbox();
+                    gatherStart = now;
+                }
+            }
         }
     }
     submitOutbox();
