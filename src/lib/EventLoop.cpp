@@ -55,10 +55,6 @@ LoopData::LoopData(uv_loop_t* existing)
       tlsIdleQueue(
           loop, [](net::DeadlineEntry& entry, void*) { Connection::onTlsIdleDeadline(entry); },
           nullptr) {
-    if (ring.usable()) {
-        // Not zeroed: only the pages that reads reach become resident.
-        recvBuffer.reset(new std::uint8_t[recvSlots * recvSliceSize]);
-    }
     uv_idle_init(loop, &deferIdle);
     deferIdle.data = this;
     socketsFd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -144,6 +140,10 @@ void LoopData::onSocketsReady(uv_poll_t* poll, int status, int) {
 }
 
 void LoopData::processBatched(const epoll_event* events, int count) {
+    if (!recvBuffer) {
+        // Not zeroed: only the pages that reads reach become resident.
+        recvBuffer.reset(new std::uint8_t[recvSlots * recvSliceSize]);
+    }
     outboxOpen = true;
     std::uint64_t gatherStart = uv_hrtime();
     int results[recvSlots];

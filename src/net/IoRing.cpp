@@ -3,10 +3,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <liburing.h>
+#include <pthread.h>
 
 namespace wsgate::net {
 namespace {
@@ -53,7 +55,35 @@ bool completesInline(io_uring* ring) {
 
 } // namespace
 
+namespace {
+
+std::atomic<unsigned> forks{0};
+
+void countFork() noexcept {
+    forks.fetch_add(1, std::memory_order_relaxed);
+}
+
+} // namespace
+
+unsigned IoRing::forkCount() noexcept {
+    static const bool registered = [] {
+        ::pthread_atfork(nullptr, nullptr, countFork);
+        return true;
+    }();
+    (void)registered;
+    return forks.load(std::memory_order_relaxed);
+}
+
 IoRing::IoRing() {
+    open();
+}
+
+IoRing::~IoRing() {
+    close();
+}
+
+void IoRing::open() noexcept {
+    forks_ = forkCount();
     const char* setting = std::getenv("WSGATE_IO_URING");
     if (setting != nullptr && std::strcmp(setting, "0") == 0) {
         return;
@@ -74,11 +104,21 @@ IoRing::IoRing() {
     ring_ = ring;
 }
 
-IoRing::~IoRing() {
+void IoRing::close() noexcept {
     if (ring_ != nullptr) {
+        // In a child of fork() this unmaps and closes the child's copies
+        // only; the parent's ring goes on.
         io_uring_queue_exit(ring_);
         delete ring_;
+        ring_ = nullptr;
     }
+}
+
+bool IoRing::reopen() noexcept {
+    close();
+    prepared_ = 0;
+    open();
+    return ring_ != nullptr;
 }
 
 void IoRing::prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept {
@@ -143,9 +183,7 @@ unsigned IoRing::run(Completion* results) noexcept {
         // Not expected with SUBMIT_ALL and a completion queue emptied every
         // time. Give the ring up: the caller makes the calls missing from
         // `results` itself, and the loop goes on with plain system calls.
-        io_uring_queue_exit(ring_);
-        delete ring_;
-        ring_ = nullptr;
+        close();
     }
     return count;
 }

@@ -34,7 +34,10 @@ public:
     IoRing(const IoRing&) = delete;
     IoRing& operator=(const IoRing&) = delete;
 
-    bool usable() const noexcept { return ring_ != nullptr; }
+    /// In a child of fork() the ring mapped in the parent is the parent's:
+    /// both would submit to it. The first call there opens a ring of the
+    /// child's own (or none).
+    bool usable() noexcept { return forks_ == forkCount() ? ring_ != nullptr : reopen(); }
     /// Calls prepared and not yet run.
     unsigned prepared() const noexcept { return prepared_; }
 
@@ -54,11 +57,18 @@ public:
     unsigned run(Completion* results) noexcept;
 
 private:
+    /// Forks of this process so far, counted in each child (pthread_atfork).
+    static unsigned forkCount() noexcept;
+    void open() noexcept;
+    void close() noexcept;
+    bool reopen() noexcept;
+
     /// Takes the completions that are in; returns how many.
     unsigned reap(Completion* results, unsigned count) noexcept;
 
     io_uring* ring_ = nullptr;
     unsigned prepared_ = 0;
+    unsigned forks_ = 0; // forkCount() when ring_ was opened
 };
 
 } // namespace wsgate::net
