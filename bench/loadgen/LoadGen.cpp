@@ -637,24 +637,18 @@ void LoadGen::processEvents(const epoll_event* events, int count) {
     batching_ = true;
     Clock::time_point gatherStart = Clock::now();
     int results[recvSlots];
-    wsgate::net::IoRing::Completion done[wsgate::net::IoRing::capacity];
     for (int base = 0; base < count && phase_ != Phase::Done; base += static_cast<int>(recvSlots)) {
         int end = std::min(count, base + static_cast<int>(recvSlots));
+        bool batchReads = ring_.usable();
         for (int i = base; i < end; ++i) {
             auto slot = static_cast<unsigned>(i - base);
-            results[slot] = wsgate::net::IoRing::notMade;
             Connection* conn = liveConnection(events[i].data.u64);
-            if (ring_.usable() && conn != nullptr && wantsBatchedRead(*conn, events[i].events)) {
+            if (batchReads && conn != nullptr && wantsBatchedRead(*conn, events[i].events)) {
                 ring_.prepareRecv(conn->fd, recvSlices_.data() + slot * recvSliceSize,
                                   recvSliceSize, slot);
             }
         }
-        if (ring_.prepared() > 0) {
-            unsigned k = ring_.run(done);
-            for (unsigned j = 0; j < k; ++j) {
-                results[done[j].tag] = done[j].result;
-            }
-        }
+        ring_.runByTag(results, static_cast<unsigned>(end - base));
         for (int i = base; i < end && phase_ != Phase::Done; ++i) {
             auto slot = static_cast<unsigned>(i - base);
             if (events[i].data.u64 == stdinTag) {
@@ -711,8 +705,11 @@ bool LoadGen::takeBatchedRead(Connection& conn, const std::uint8_t* data, int re
         onPeerEof(conn);
         return false;
     }
-    if (result == -EAGAIN || result == -EINTR) {
+    if (result == -EAGAIN) {
         return true;
+    }
+    if (result == -EINTR) {
+        return readAvailable(conn, peerClosed); // nothing was read: read now
     }
     fail(conn, std::string("read: ") + std::strerror(-result));
     return false;
@@ -722,22 +719,15 @@ void LoadGen::sendQueued() {
     std::size_t next = 0;
     while (next < sendQueue_.size()) {
         std::size_t end = std::min(sendQueue_.size(), next + wsgate::net::IoRing::capacity);
-        int results[wsgate::net::IoRing::capacity];
-        for (std::size_t i = next; i < end; ++i) {
-            results[i - next] = wsgate::net::IoRing::notMade;
-            Connection* conn = liveConnection(sendQueue_[i]);
-            if (conn != nullptr && ring_.usable()) {
+        bool batchSends = ring_.usable();
+        for (std::size_t i = next; batchSends && i < end; ++i) {
+            if (Connection* conn = liveConnection(sendQueue_[i])) {
                 ring_.prepareSend(conn->fd, conn->out.data(), conn->out.size(),
                                   static_cast<std::uint32_t>(i - next));
             }
         }
-        if (ring_.prepared() > 0) {
-            wsgate::net::IoRing::Completion done[wsgate::net::IoRing::capacity];
-            unsigned k = ring_.run(done);
-            for (unsigned j = 0; j < k; ++j) {
-                results[done[j].tag] = done[j].result;
-            }
-        }
+        int results[wsgate::net::IoRing::capacity];
+        ring_.runByTag(results, static_cast<unsigned>(end - next));
         for (std::size_t i = next; i < end; ++i) {
             Connection* conn = liveConnection(sendQueue_[i]);
             if (conn == nullptr) {

@@ -147,26 +147,20 @@ void LoopData::processBatched(const epoll_event* events, int count) {
     outboxOpen = true;
     std::uint64_t gatherStart = uv_hrtime();
     int results[recvSlots];
-    net::IoRing::Completion done[net::IoRing::capacity];
     for (int base = 0; base < count; base += static_cast<int>(recvSlots)) {
         int end = std::min(count, base + static_cast<int>(recvSlots));
         // Every read of the round in one system call, then the events in
         // their order, each with its read.
+        bool batchReads = ring.usable();
         for (int i = base; i < end; ++i) {
             auto slot = static_cast<unsigned>(i - base);
-            results[slot] = net::IoRing::notMade;
             auto* c = static_cast<Connection*>(events[i].data.ptr);
-            if (ring.usable() && c->wantsBatchedRead(events[i].events)) {
+            if (batchReads && c->wantsBatchedRead(events[i].events)) {
                 ring.prepareRecv(c->socketFd(), recvBuffer.get() + slot * recvSliceSize,
                                  recvSliceSize, slot);
             }
         }
-        if (ring.prepared() > 0) {
-            unsigned k = ring.run(done);
-            for (unsigned j = 0; j < k; ++j) {
-                results[done[j].tag] = done[j].result;
-            }
-        }
+        ring.runByTag(results, static_cast<unsigned>(end - base));
         for (int i = base; i < end; ++i) {
             auto slot = static_cast<unsigned>(i - base);
             static_cast<Connection*>(events[i].data.ptr)
@@ -221,22 +215,15 @@ void LoopData::submitOutbox() {
     }
     // The outbox does not grow from here until it is cleared, so the calls
     // may point into it.
-    int results[net::IoRing::capacity];
-    for (std::size_t i = 0; i < count; ++i) {
-        results[i] = net::IoRing::notMade;
-        if (ring.usable()) {
+    if (ring.usable()) {
+        for (std::size_t i = 0; i < count; ++i) {
             const OutboxEntry& entry = outboxEntries[i];
             ring.prepareSend(entry.connection->socketFd(), outbox.data() + entry.offset, entry.size,
                              static_cast<std::uint32_t>(i));
         }
     }
-    if (ring.prepared() > 0) {
-        net::IoRing::Completion done[net::IoRing::capacity];
-        unsigned k = ring.run(done);
-        for (unsigned j = 0; j < k; ++j) {
-            results[done[j].tag] = done[j].result;
-        }
-    }
+    int results[net::IoRing::capacity];
+    ring.runByTag(results, static_cast<unsigned>(count));
     for (std::size_t i = 0; i < count; ++i) {
         const OutboxEntry& entry = outboxEntries[i];
         entry.connection->onBatchedSend(outbox.data() + entry.offset, entry.size, results[i]);

@@ -275,13 +275,17 @@ void Connection::updateReading() {
     reading_ = want;
 }
 
+void Connection::noteReadable(std::uint32_t events) noexcept {
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+        readable_ = true;
+    }
+}
+
 bool Connection::wantsBatchedRead(std::uint32_t events) noexcept {
     if (closing()) {
         return false;
     }
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
-        readable_ = true;
-    }
+    noteReadable(events);
     return reading_ && readable_;
 }
 
@@ -290,9 +294,7 @@ void Connection::onSocketEvents(std::uint32_t events, std::uint8_t* batchData, i
         return; // closed by an earlier event of the same batch
     }
     Busy busy(*this);
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
-        readable_ = true;
-    }
+    noteReadable(events);
     if (batchResult != net::IoRing::notMade) {
         takeBatchedRead(batchData, batchResult);
     } else {
@@ -304,6 +306,10 @@ void Connection::onSocketEvents(std::uint32_t events, std::uint8_t* batchData, i
 }
 
 void Connection::takeBatchedRead(std::uint8_t* data, int result) {
+    if (result == -EINTR) {
+        readSocket(); // nothing was read, and the edge is still ours to drain
+        return;
+    }
     if (result == static_cast<int>(LoopData::recvSliceSize)) {
         // The slice is full and the socket may hold more: read that behind
         // it, so that a large frame still arrives in one piece.
@@ -318,7 +324,7 @@ void Connection::takeBatchedRead(std::uint8_t* data, int result) {
         onBytes(data, static_cast<std::size_t>(result));
     } else if (result == 0) {
         onReadEnd(UV_EOF);
-    } else if (result != -EAGAIN && result != -EINTR) {
+    } else if (result != -EAGAIN) {
         onReadEnd(result);
     }
 }
@@ -1003,12 +1009,10 @@ void Connection::onBatchedSend(const char* data, std::size_t size, int result) {
     }
     iovec buf = makeBuf(data, size);
     std::ptrdiff_t rc = result;
-    if (result == net::IoRing::notMade) {
-        rc = sendSome(&buf, 1);
-    } else if (result == -EAGAIN || result == -EWOULDBLOCK) {
+    if (result == net::IoRing::notMade || result == -EINTR) {
+        rc = sendSome(&buf, 1); // not sent: send it now
+    } else if (result == -EAGAIN) {
         rc = 0;
-    } else if (result == -EINTR) {
-        rc = sendSome(&buf, 1);
     }
     if (rc < 0) {
         loop_.sendReports.push_back({this, static_cast<int>(rc)});

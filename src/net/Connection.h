@@ -151,6 +151,9 @@ private:
     /// `carried` bytes of the read buffer were read already: they go first,
     /// with what the next read adds behind them.
     void readSocket(std::size_t carried = 0);
+    /// Edge-triggered: an input event says the socket has bytes until a
+    /// read drains it.
+    void noteReadable(std::uint32_t events) noexcept;
     /// Takes the result of a batched read.
     void takeBatchedRead(std::uint8_t* data, int result);
     /// Keeps the bytes the socket did not take, for EPOLLOUT.

@@ -53,10 +53,6 @@ bool completesInline(io_uring* ring) {
     return inlined;
 }
 
-} // namespace
-
-namespace {
-
 std::atomic<unsigned> forks{0};
 
 void countFork() noexcept {
@@ -186,6 +182,17 @@ unsigned IoRing::run(Completion* results) noexcept {
         close();
     }
     return count;
+}
+
+void IoRing::runByTag(int* resultByTag, unsigned tags) noexcept {
+    for (unsigned i = 0; i < tags; ++i) {
+        resultByTag[i] = notMade;
+    }
+    Completion done[capacity];
+    unsigned count = run(done);
+    for (unsigned i = 0; i < count; ++i) {
+        resultByTag[done[i].tag] = done[i].result;
+    }
 }
 
 } // namespace wsgate::net

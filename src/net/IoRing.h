@@ -55,6 +55,11 @@ public:
     /// (room for `capacity`), in no particular order; returns how many.
     /// Every call has completed when this returns.
     unsigned run(Completion* results) noexcept;
+    /// run(), with each call's result stored at its tag: `resultByTag` has
+    /// room for `tags` (at most capacity) and every tag is below it; a tag
+    /// whose call was not made (none prepared, or the ring given up) gets
+    /// notMade.
+    void runByTag(int* resultByTag, unsigned tags) noexcept;
 
 private:
     /// Forks of this process so far, counted in each child (pthread_atfork).
