@@ -1,6 +1,7 @@
 // Many clients at once against one server: every echoed byte checked, and
 // no file descriptor left behind by connections that end in every way.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "net/IoRing.h"
 #include "support/EchoTargets.h"
 #include "support/RawClient.h"
 #include "support/TlsTestMode.h"
@@ -265,6 +266,45 @@ TEST_SUITE("Concurrency") {
             // Every byte a client read was reported written, and no more.
             CHECK(server.thread().waitUntil([&] { return *written == expected; }));
             CHECK(server.call([written](InProcessEcho::State&) { return *written; }) == expected);
+        }
+    }
+
+    TEST_CASE("bytesToWrite counts what waits in the loop's batch of sends") {
+        // A message callback writes to another connection: with batched
+        // sends the frame waits for the end of the wakeup, and bytesToWrite
+        // says so; with plain calls it has gone to the socket already.
+        InProcessEcho server;
+        REQUIRE(server.started());
+        RawClient a;
+        RawClient b;
+        REQUIRE(a.open(server.port()));
+        REQUIRE(b.open(server.port()));
+        REQUIRE(server.waitForSockets(2));
+        auto seen = std::make_shared<std::size_t>(~std::size_t{0});
+        server.call([seen](InProcessEcho::State& state) {
+            wsgate::WebSocket* other = state.sockets[1].get();
+            state.sockets[0]->onTextMessageReceived([other, seen](std::string_view message) {
+                other->sendTextMessage(message);
+                *seen = other->bytesToWrite();
+            });
+            return 0;
+        });
+        // Which of the two sockets is `a` is not known: send on both until
+        // the one with the callback answers through the other.
+        const std::string message = "to the other one";
+        REQUIRE(a.sendText(message));
+        REQUIRE(b.sendText(message));
+        REQUIRE(server.thread().waitUntil([&] { return *seen != ~std::size_t{0}; }));
+        const bool batched = server.call([](InProcessEcho::State&) {
+            wsgate::net::IoRing ring;
+            return ring.usable();
+        });
+        const std::size_t waiting = server.call([seen](InProcessEcho::State&) { return *seen; });
+        if (tlsTestMode()) {
+            // Over TLS the frame is a record, larger than the frame.
+            CHECK((batched ? waiting > 2 + message.size() : waiting == 0));
+        } else {
+            CHECK(waiting == (batched ? 2 + message.size() : 0));
         }
     }
 
