@@ -101,10 +101,19 @@ LoopData::~LoopData() {
     }
 }
 
-int LoopData::watch(int fd, Connection* connection) {
+namespace {
+
+epoll_event eventFor(Connection* connection) {
     epoll_event event{};
     event.events = EPOLLIN | EPOLLOUT | EPOLLET;
     event.data.ptr = connection;
+    return event;
+}
+
+} // namespace
+
+int LoopData::watch(int fd, Connection* connection) {
+    epoll_event event = eventFor(connection);
     if (::epoll_ctl(socketsFd, EPOLL_CTL_ADD, fd, &event) < 0) {
         return -errno;
     }
@@ -114,11 +123,80 @@ int LoopData::watch(int fd, Connection* connection) {
     return 0;
 }
 
-void LoopData::unwatch(int fd) noexcept {
-    ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, fd, nullptr);
+void LoopData::watchAll(const int* fds, Connection* const* connections, int* results,
+                        unsigned count) {
+    unsigned done = 0;
+    if (ring.usable()) {
+        epoll_event events[net::IoRing::capacity];
+        for (; done < count; done += net::IoRing::capacity) {
+            unsigned round = std::min(count - done, net::IoRing::capacity);
+            for (unsigned i = 0; i < round; ++i) {
+                events[i] = eventFor(connections[done + i]);
+                ring.prepareEpollCtl(socketsFd, EPOLL_CTL_ADD, fds[done + i], &events[i], i);
+            }
+            ring.runByTag(results + done, round);
+            for (unsigned i = done; i < done + round; ++i) {
+                // Inside the ring, epoll_ctl does not wait for the set's lock
+                // (held a moment by the kernel elsewhere, such as a socket's
+                // final release): it says EAGAIN, which a plain call never
+                // does. Not made means the ring was given up.
+                if (results[i] == -EAGAIN || results[i] == net::IoRing::notMade) {
+                    results[i] = watch(fds[i], connections[i]);
+                } else if (results[i] == 0 && socketCount++ == 0) {
+                    uv_ref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
+                }
+            }
+        }
+        return;
+    }
+    for (unsigned i = 0; i < count; ++i) {
+        results[i] = watch(fds[i], connections[i]);
+    }
+}
+
+void LoopData::closeSocket(int fd) noexcept {
     if (--socketCount == 0) {
         uv_unref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
     }
+    if (closesGathered && ring.usable()) {
+        closingFds.push_back(fd);
+        // Two calls each, and room for them in one run.
+        if (closingFds.size() * 2 == net::IoRing::capacity) {
+            submitCloses();
+        }
+        return;
+    }
+    // Out of the set first: a copy of the descriptor elsewhere (a fork, an
+    // adopted socket) would keep it there.
+    ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+}
+
+void LoopData::submitCloses() noexcept {
+    auto count = static_cast<unsigned>(closingFds.size());
+    if (count == 0) {
+        return;
+    }
+    if (ring.usable()) {
+        for (unsigned i = 0; i < count; ++i) {
+            ring.prepareEpollCtl(socketsFd, EPOLL_CTL_DEL, closingFds[i], nullptr, 2 * i);
+            ring.linkToNext();
+            ring.prepareClose(closingFds[i], 2 * i + 1);
+        }
+    }
+    int results[net::IoRing::capacity];
+    ring.runByTag(results, 2 * count);
+    for (unsigned i = 0; i < count; ++i) {
+        // The close follows a DEL that succeeded. If it was not made (the
+        // DEL said EAGAIN, see watchAll, or the ring was given up), both
+        // are made here.
+        int closed = results[2 * i + 1];
+        if (closed == net::IoRing::notMade || closed == -EAGAIN) {
+            ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, closingFds[i], nullptr);
+            ::close(closingFds[i]);
+        }
+    }
+    closingFds.clear();
 }
 
 void LoopData::onSocketsReady(uv_poll_t* poll, int status, int) {
@@ -145,6 +223,7 @@ void LoopData::processBatched(const epoll_event* events, int count) {
         recvBuffer.reset(new std::uint8_t[recvSlots * recvSliceSize]);
     }
     outboxOpen = true;
+    closesGathered = true;
     std::uint64_t gatherStart = uv_hrtime();
     int results[recvSlots];
     for (int base = 0; base < count; base += static_cast<int>(recvSlots)) {
@@ -184,6 +263,10 @@ void LoopData::processBatched(const epoll_event* events, int count) {
         sendReports[i].connection->afterBatchedSend(sendReports[i].result);
     }
     sendReports.clear();
+    // The sends' reports close sockets too (the server closes first once
+    // its close frame is out).
+    closesGathered = false;
+    submitCloses();
 }
 
 bool LoopData::outboxTakes(const Connection* connection, bool queued,

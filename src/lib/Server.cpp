@@ -82,33 +82,83 @@ void ServerState::onListenerReadable(uv_poll_t* poll, int status, int) {
 
 void ServerState::acceptConnections() {
     // The listener is level-triggered: what is left waits for the next turn.
-    for (int i = 0; i < acceptsPerTurn && listener != nullptr && !paused; ++i) {
+    int accepted = 0;
+    // Rounds of accepts in one system call each, their sockets watched in
+    // another; a round twice the size of the last while every accept of it
+    // found a connection, since each accept that finds none costs a little.
+    unsigned round = 2;
+    while (accepted < acceptsPerTurn && listener != nullptr && !paused && loop.ring.usable() &&
+           loop.ring.acceptsInline()) {
+        round = std::min(
+            {round, net::IoRing::capacity, static_cast<unsigned>(acceptsPerTurn - accepted)});
+        for (unsigned i = 0; i < round; ++i) {
+            loop.ring.prepareAccept(listenFd, i);
+        }
+        int results[net::IoRing::capacity];
+        loop.ring.runByTag(results, round);
+        int fds[net::IoRing::capacity];
+        unsigned count = 0;
+        int error = 0;
+        for (unsigned i = 0; i < round; ++i) {
+            if (results[i] >= 0) {
+                fds[count++] = results[i];
+            } else if (results[i] != -EINTR && results[i] != -ECONNABORTED && error == 0) {
+                error = results[i];
+            }
+        }
+        accepted += static_cast<int>(count);
+        Connection::acceptAll(*this, fds, count, results);
+        for (unsigned i = 0; i < count; ++i) {
+            if (results[i] < 0) {
+                reportAcceptError(results[i]);
+            }
+        }
+        if (error == net::IoRing::notMade) {
+            break; // the ring was given up: plain calls from here
+        }
+        if (error != 0) {
+            handleAcceptError(-error); // none waiting, or out of descriptors
+            return;
+        }
+        round *= 2;
+    }
+    for (; accepted < acceptsPerTurn && listener != nullptr && !paused; ++accepted) {
         int fd = ::accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            int error = errno;
-            if (error == EAGAIN || error == EWOULDBLOCK) {
-                return;
-            }
-            if (error == EINTR || error == ECONNABORTED) {
+            if (handleAcceptError(errno)) {
                 continue;
-            }
-            if (error == EMFILE || error == ENFILE) {
-                shedConnections();
-                return;
-            }
-            setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(error));
-            if (acceptError) {
-                acceptError(std::error_code(error, std::generic_category()));
             }
             return;
         }
         int rc = Connection::accept(*this, fd);
         if (rc < 0) {
-            setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
-            if (acceptError) {
-                acceptError(uvError(rc));
-            }
+            reportAcceptError(rc);
         }
+    }
+}
+
+bool ServerState::handleAcceptError(int error) {
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+        return false;
+    }
+    if (error == EINTR || error == ECONNABORTED) {
+        return true;
+    }
+    if (error == EMFILE || error == ENFILE) {
+        shedConnections();
+        return false;
+    }
+    setError(CloseCode::CloseCodeAbnormalDisconnection, std::strerror(error));
+    if (acceptError) {
+        acceptError(std::error_code(error, std::generic_category()));
+    }
+    return false;
+}
+
+void ServerState::reportAcceptError(int rc) {
+    setError(CloseCode::CloseCodeAbnormalDisconnection, uv_strerror(rc));
+    if (acceptError) {
+        acceptError(uvError(rc));
     }
 }
 

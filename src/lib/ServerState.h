@@ -34,6 +34,12 @@ struct ServerState {
     /// Accepts what waits in the listener's backlog, a bounded number per
     /// turn of the loop.
     void acceptConnections();
+    /// What an accept's errno means: true to go on accepting (a connection
+    /// that went away meanwhile), false to stop for this turn (none waiting,
+    /// or an error, which is reported).
+    bool handleAcceptError(int error);
+    /// A socket accepted and not taken on (a negative errno): reported.
+    void reportAcceptError(int rc);
     /// Out of descriptors: accepts and closes what waits, so that those
     /// clients see a closed connection rather than a hang.
     void shedConnections();

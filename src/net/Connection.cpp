@@ -221,16 +221,29 @@ int Connection::adopt(ServerState& server, int fd) {
 }
 
 int Connection::create(ServerState& server, int fd) {
-    auto* c = new Connection(server);
-    int rc = server.loop.watch(fd, c);
-    if (rc < 0) {
-        ::close(fd);
-        delete c;
-        return rc;
+    int rc = 0;
+    acceptAll(server, &fd, 1, &rc);
+    return rc;
+}
+
+void Connection::acceptAll(ServerState& server, const int* fds, unsigned count, int* results) {
+    assert(count <= net::IoRing::capacity);
+    Connection* made[net::IoRing::capacity] = {};
+    for (unsigned i = 0; i < count; ++i) {
+        made[i] = new Connection(server);
     }
-    c->fd_ = fd;
-    return c->start(
-        static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs));
+    server.loop.watchAll(fds, made, results, count);
+    auto timeoutMs =
+        static_cast<std::uint64_t>(server.handshakeTimeoutMs < 0 ? -1 : server.handshakeTimeoutMs);
+    for (unsigned i = 0; i < count; ++i) {
+        if (results[i] < 0) {
+            ::close(fds[i]);
+            delete made[i];
+            continue;
+        }
+        made[i]->fd_ = fds[i];
+        results[i] = made[i]->start(timeoutMs);
+    }
 }
 
 int Connection::start(std::uint64_t handshakeTimeoutMs) {
@@ -1198,8 +1211,7 @@ void Connection::closeHandle() {
     phase_ = Phase::HandleClosing;
     unlink();
     reading_ = false;
-    loop_.unwatch(fd_);
-    ::close(fd_);
+    loop_.closeSocket(fd_);
     fd_ = -1;
     if (writing_ != nullptr) {
         releaseWriteOp(writing_);

@@ -62,6 +62,10 @@ public:
     /// Takes a socket accept4() returned (non-blocking, close-on-exec);
     /// 0 or a negative errno, the socket closed then.
     static int accept(ServerState& server, int fd);
+    /// accept() for `count` sockets (at most net::IoRing::capacity), watched
+    /// in one system call where the ring allows; `results` gets each one's
+    /// 0 or negative errno.
+    static void acceptAll(ServerState& server, const int* fds, unsigned count, int* results);
     /// Adopts an accepted socket from the application.
     static int adopt(ServerState& server, int fd);
 

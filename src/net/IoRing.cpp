@@ -1,6 +1,8 @@
 #include "net/IoRing.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,18 +17,15 @@ namespace {
 
 constexpr std::uint64_t cancelTag = ~std::uint64_t{0};
 
-/// The ring is worth using only if a non-blocking call on an empty socket
-/// comes back inside the submit, with -EAGAIN: then no call can outlive
-/// run(), whatever the kernel version does with MSG_DONTWAIT.
-bool completesInline(io_uring* ring) {
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
-        return false;
-    }
-    char byte = 0;
-    io_uring_sqe* sqe = io_uring_get_sqe(ring);
-    io_uring_prep_recv(sqe, pair[0], &byte, 1, MSG_DONTWAIT);
-    sqe->user_data = 1;
+// Linux 6.10's uapi; Debian 12's headers predate it.
+#ifndef IORING_ACCEPT_DONTWAIT
+constexpr std::uint16_t IORING_ACCEPT_DONTWAIT = 1U << 1;
+#endif
+
+/// Submits the one call prepared and says whether it completed inside the
+/// submit with -EAGAIN. If it is pending instead, it is cancelled and
+/// waited for.
+bool completesInlineWithEagain(io_uring* ring) {
     bool inlined = false;
     if (io_uring_submit(ring) == 1) {
         io_uring_cqe* cqe = nullptr;
@@ -34,8 +33,7 @@ bool completesInline(io_uring* ring) {
             inlined = cqe->res == -EAGAIN;
             io_uring_cqe_seen(ring, cqe);
         } else {
-            // Pending: cancel it and wait for it, then give the ring up.
-            sqe = io_uring_get_sqe(ring);
+            io_uring_sqe* sqe = io_uring_get_sqe(ring);
             io_uring_prep_cancel64(sqe, 1, 0);
             sqe->user_data = cancelTag;
             io_uring_submit(ring);
@@ -48,8 +46,54 @@ bool completesInline(io_uring* ring) {
             }
         }
     }
+    return inlined;
+}
+
+/// The ring is worth using only if a non-blocking call on an empty socket
+/// comes back inside the submit, with -EAGAIN: then no call can outlive
+/// run(), whatever the kernel version does with MSG_DONTWAIT.
+bool completesInline(io_uring* ring) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        return false;
+    }
+    char byte = 0;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv(sqe, pair[0], &byte, 1, MSG_DONTWAIT);
+    sqe->user_data = 1;
+    bool inlined = completesInlineWithEagain(ring);
     ::close(pair[0]);
     ::close(pair[1]);
+    return inlined;
+}
+
+io_uring_sqe* prepareAcceptCall(io_uring* ring, int fd, std::uint64_t tag) {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    // Without it the kernel waits for a connection instead of saying EAGAIN,
+    // even on a non-blocking listener.
+    sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
+    sqe->user_data = tag;
+    return sqe;
+}
+
+/// The same for an accept on a listener with nothing waiting: kernels before
+/// 6.10 refuse IORING_ACCEPT_DONTWAIT (EINVAL) and would wait without it.
+bool acceptCompletesInline(io_uring* ring) {
+    int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (listener < 0) {
+        return false;
+    }
+    // An address of the kernel's choosing in the abstract namespace.
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    bool inlined = false;
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(sa_family_t)) == 0 &&
+        ::listen(listener, 1) == 0) {
+        prepareAcceptCall(ring, listener, 1);
+        inlined = completesInlineWithEagain(ring);
+    }
+    ::close(listener);
     return inlined;
 }
 
@@ -98,6 +142,7 @@ void IoRing::open() noexcept {
         return;
     }
     ring_ = ring;
+    acceptsInline_ = acceptCompletesInline(ring);
 }
 
 void IoRing::close() noexcept {
@@ -108,6 +153,7 @@ void IoRing::close() noexcept {
         delete ring_;
         ring_ = nullptr;
     }
+    acceptsInline_ = false;
 }
 
 bool IoRing::reopen() noexcept {
@@ -121,6 +167,7 @@ void IoRing::prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t t
     io_uring_sqe* sqe = io_uring_get_sqe(ring_);
     io_uring_prep_recv(sqe, fd, buffer, size, MSG_DONTWAIT);
     sqe->user_data = tag;
+    last_ = sqe;
     ++prepared_;
 }
 
@@ -128,7 +175,34 @@ void IoRing::prepareSend(int fd, const void* data, std::size_t size, std::uint32
     io_uring_sqe* sqe = io_uring_get_sqe(ring_);
     io_uring_prep_send(sqe, fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     sqe->user_data = tag;
+    last_ = sqe;
     ++prepared_;
+}
+
+void IoRing::prepareAccept(int fd, std::uint32_t tag) noexcept {
+    last_ = prepareAcceptCall(ring_, fd, tag);
+    ++prepared_;
+}
+
+void IoRing::prepareEpollCtl(int epfd, int op, int fd, epoll_event* event,
+                             std::uint32_t tag) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+    io_uring_prep_epoll_ctl(sqe, epfd, fd, op, event);
+    sqe->user_data = tag;
+    last_ = sqe;
+    ++prepared_;
+}
+
+void IoRing::prepareClose(int fd, std::uint32_t tag) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+    io_uring_prep_close(sqe, fd);
+    sqe->user_data = tag;
+    last_ = sqe;
+    ++prepared_;
+}
+
+void IoRing::linkToNext() noexcept {
+    last_->flags |= IOSQE_IO_LINK;
 }
 
 unsigned IoRing::reap(Completion* results, unsigned count) noexcept {

@@ -1,9 +1,12 @@
 // A loop's io_uring, used only to make many non-blocking socket calls in one
-// system call: the reads of every socket epoll reported in one wakeup, and
-// the writes gathered while they were processed. Each call is made with
-// MSG_DONTWAIT, so the kernel completes it inside io_uring_enter (with the
-// bytes, or -EAGAIN) and nothing is ever left pending: run() returns with
-// every result in hand, and no buffer is borrowed past it.
+// system call: the reads of every socket epoll reported in one wakeup, the
+// writes gathered while they were processed, the accepts of a listener's
+// wakeup with their epoll registrations, and the closes of a wakeup. Each
+// call is one the kernel completes inside io_uring_enter (a read or send
+// with MSG_DONTWAIT gives the bytes or -EAGAIN, an accept with
+// IORING_ACCEPT_DONTWAIT a socket or -EAGAIN), so nothing is ever left
+// pending: run() returns with every result in hand, and no buffer is
+// borrowed past it.
 //
 // On this VM kind a system call costs about a microsecond before it does
 // any work; a loopback echo needs two per message, which batching shares
@@ -14,6 +17,8 @@
 #include <cstdint>
 
 struct io_uring;
+struct io_uring_sqe;
+struct epoll_event;
 
 namespace wsgate::net {
 
@@ -38,6 +43,9 @@ public:
     /// both would submit to it. The first call there opens a ring of the
     /// child's own (or none).
     bool usable() noexcept { return forks_ == forkCount() ? ring_ != nullptr : reopen(); }
+    /// Whether prepareAccept may be used: the kernel completes a
+    /// non-blocking accept inline (IORING_ACCEPT_DONTWAIT, Linux 6.10).
+    bool acceptsInline() const noexcept { return acceptsInline_; }
     /// Calls prepared and not yet run.
     unsigned prepared() const noexcept { return prepared_; }
 
@@ -45,6 +53,17 @@ public:
     void prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept;
     /// send(2) with MSG_DONTWAIT and MSG_NOSIGNAL.
     void prepareSend(int fd, const void* data, std::size_t size, std::uint32_t tag) noexcept;
+
+    /// accept4(2) of a non-blocking, close-on-exec socket from listener
+    /// `fd`, which must be non-blocking; only if acceptsInline().
+    void prepareAccept(int fd, std::uint32_t tag) noexcept;
+    /// epoll_ctl(2) on set `epfd`; `event` is read when the call is run.
+    void prepareEpollCtl(int epfd, int op, int fd, epoll_event* event, std::uint32_t tag) noexcept;
+    /// close(2).
+    void prepareClose(int fd, std::uint32_t tag) noexcept;
+    /// The next call prepared starts only once the last one has succeeded;
+    /// if that fails, the next is not made (it comes back -EAGAIN).
+    void linkToNext() noexcept;
 
     struct Completion {
         std::uint32_t tag;
@@ -73,6 +92,8 @@ private:
 
     io_uring* ring_ = nullptr;
     unsigned prepared_ = 0;
+    io_uring_sqe* last_ = nullptr;
+    bool acceptsInline_ = false;
     unsigned forks_ = 0; // forkCount() when ring_ was opened
 };
 

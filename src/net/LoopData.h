@@ -42,9 +42,16 @@ struct LoopData {
     /// Adds a connection's socket to the loop's epoll set, edge-triggered
     /// for reading and writing; 0 or a negative errno.
     int watch(int fd, Connection* connection);
-    /// Takes a socket out of the set before it is closed: a copy of the
-    /// descriptor elsewhere (a fork, an adopted socket) would keep it there.
-    void unwatch(int fd) noexcept;
+    /// watch() for `count` sockets at once: one system call where the ring
+    /// allows. `results` gets each one's 0 or negative errno.
+    void watchAll(const int* fds, Connection* const* connections, int* results, unsigned count);
+    /// Takes a socket out of the set and closes it. While a wakeup's events
+    /// are processed, that waits for the wakeup's end, where every socket
+    /// closed in it goes in one system call; the descriptor stays open (and
+    /// its number taken) until then.
+    void closeSocket(int fd) noexcept;
+    /// Closes the sockets gathered by closeSocket.
+    void submitCloses() noexcept;
 
     /// Whether the outbox takes `size` more bytes from `connection`, which
     /// has bytes in it already if `queued`.
@@ -118,6 +125,9 @@ struct LoopData {
         int result;
     };
     std::vector<SendReport> sendReports;
+    /// Sockets closed while the wakeup's events are processed, closed at its end.
+    std::vector<int> closingFds;
+    bool closesGathered = false;
     /// A descriptor held in reserve by loops that listen: out of descriptors,
     /// a listener closes it to accept and close what waits (ServerState).
     int reserveFd = -1;

@@ -3,19 +3,25 @@
 // a socket with nothing to give or no room, an error for a bad descriptor.
 // WSGATE_IO_URING=0 turns it off, which is how the suite runs the plain
 // system calls too; a seccomp filter that refuses io_uring does the same,
-// and a child of fork() opens a ring of its own.
+// and a child of fork() opens a ring of its own. Accepts come back with a
+// socket or -EAGAIN at once too, and epoll_ctl and close run in the ring.
 #include "net/IoRing.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <doctest/doctest.h>
@@ -172,6 +178,132 @@ TEST_CASE("IoRing: reads and sends of many sockets in one run") {
         ring.prepareSend(sockets[0].fd[0], &byte, 1, 0);
         CHECK(runAll(ring, 1)[0] == -EPIPE);
     }
+}
+
+namespace {
+
+/// Whether the kernel is at least major.minor.
+bool kernelAtLeast(int major, int minor) {
+    utsname name{};
+    REQUIRE(::uname(&name) == 0);
+    int haveMajor = 0;
+    int haveMinor = 0;
+    REQUIRE(std::sscanf(name.release, "%d.%d", &haveMajor, &haveMinor) == 2);
+    return haveMajor > major || (haveMajor == major && haveMinor >= minor);
+}
+
+bool ringTestsRun(IoRing& ring) {
+    const char* setting = std::getenv("WSGATE_IO_URING");
+    if (setting != nullptr && std::strcmp(setting, "0") == 0) {
+        return false; // the suite's run with the plain system calls
+    }
+    if (!ringExpected()) {
+        MESSAGE("io_uring is disabled on this machine; IoRing falls back to plain calls");
+        return false;
+    }
+    REQUIRE(ring.usable());
+    return true;
+}
+
+} // namespace
+
+TEST_CASE("IoRing: accepts in one run take the connections waiting, then -EAGAIN at once") {
+    IoRing ring;
+    if (!ringTestsRun(ring)) {
+        return;
+    }
+    // IORING_ACCEPT_DONTWAIT came with Linux 6.10; before it IoRing says no.
+    REQUIRE(ring.acceptsInline() == kernelAtLeast(6, 10));
+    if (!ring.acceptsInline()) {
+        return;
+    }
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(listener >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address), length) == 0);
+    REQUIRE(::listen(listener, 16) == 0);
+    REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+
+    constexpr unsigned waiting = 3;
+    constexpr unsigned accepts = 8;
+    int clients[waiting];
+    for (int& client : clients) {
+        client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    }
+    for (unsigned i = 0; i < accepts; ++i) {
+        ring.prepareAccept(listener, i);
+    }
+    // Every accept has its result when run() returns: none waits for a
+    // connection to come.
+    std::vector<int> results = runAll(ring, accepts);
+    unsigned sockets = 0;
+    for (unsigned i = 0; i < accepts; ++i) {
+        if (results[i] >= 0) {
+            ++sockets;
+            int flags = ::fcntl(results[i], F_GETFL);
+            CHECK((flags & O_NONBLOCK) != 0);
+            CHECK((::fcntl(results[i], F_GETFD) & FD_CLOEXEC) != 0);
+            ::close(results[i]);
+        } else {
+            CHECK(results[i] == -EAGAIN);
+        }
+    }
+    CHECK(sockets == waiting);
+    for (int client : clients) {
+        ::close(client);
+    }
+    ::close(listener);
+}
+
+TEST_CASE("IoRing: epoll_ctl and close in one run, and a close linked to a DEL that fails") {
+    IoRing ring;
+    if (!ringTestsRun(ring)) {
+        return;
+    }
+    int set = ::epoll_create1(EPOLL_CLOEXEC);
+    REQUIRE(set >= 0);
+    SocketPair watched;
+    SocketPair other;
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLET;
+    event.data.u64 = 7;
+    ring.prepareEpollCtl(set, EPOLL_CTL_ADD, watched.fd[0], &event, 0);
+    event.data.u64 = 42; // read when the call is run, not when it is prepared
+    CHECK(runAll(ring, 1)[0] == 0);
+    REQUIRE(::write(watched.fd[1], "x", 1) == 1);
+    epoll_event ready{};
+    REQUIRE(::epoll_wait(set, &ready, 1, 1000) == 1);
+    CHECK(static_cast<std::uint64_t>(ready.data.u64) == 42);
+
+    SUBCASE("a DEL and the close linked to it") {
+        // A copy is closed, so that the pair's own descriptor stays for its
+        // destructor; the DEL takes the socket out of the set all the same.
+        int fd = ::dup(watched.fd[0]);
+        REQUIRE(fd >= 0);
+        ring.prepareEpollCtl(set, EPOLL_CTL_DEL, watched.fd[0], nullptr, 0);
+        ring.linkToNext();
+        ring.prepareClose(fd, 1);
+        std::vector<int> results = runAll(ring, 2);
+        CHECK(results[0] == 0);
+        CHECK(results[1] == 0);
+        CHECK(::fcntl(fd, F_GETFD) == -1); // closed
+        REQUIRE(::write(watched.fd[1], "y", 1) == 1);
+        CHECK(::epoll_wait(set, &ready, 1, 0) == 0); // out of the set
+    }
+    SUBCASE("a DEL of a socket not in the set fails, and its linked close is not made") {
+        ring.prepareEpollCtl(set, EPOLL_CTL_DEL, other.fd[0], nullptr, 0);
+        ring.linkToNext();
+        ring.prepareClose(other.fd[0], 1);
+        std::vector<int> results = runAll(ring, 2);
+        CHECK(results[0] == -ENOENT);
+        CHECK(results[1] == -EAGAIN);
+        CHECK(::fcntl(other.fd[0], F_GETFD) != -1); // still open
+    }
+    ::close(set);
 }
 
 TEST_CASE("IoRing: a child of fork() gets a ring of its own, and the parent's goes on") {
