@@ -126,7 +126,7 @@ int LoopData::watch(int fd, Connection* connection) {
 void LoopData::watchAll(const int* fds, Connection* const* connections, int* results,
                         unsigned count) {
     unsigned done = 0;
-    if (ring.usable()) {
+    if (ring.usable() && ring.watchesAndCloses()) {
         epoll_event events[net::IoRing::capacity];
         for (; done < count; done += net::IoRing::capacity) {
             unsigned round = std::min(count - done, net::IoRing::capacity);
@@ -158,7 +158,7 @@ void LoopData::closeSocket(int fd) noexcept {
     if (--socketCount == 0) {
         uv_unref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
     }
-    if (closesGathered && ring.usable()) {
+    if (closesGathered && ring.usable() && ring.watchesAndCloses()) {
         closingFds.push_back(fd);
         // Two calls each, and room for them in one run.
         if (closingFds.size() * 2 == net::IoRing::capacity) {

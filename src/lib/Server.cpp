@@ -98,11 +98,11 @@ void ServerState::acceptConnections() {
         loop.ring.runByTag(results, round);
         int fds[net::IoRing::capacity];
         unsigned count = 0;
-        int error = 0;
+        int error = 0; // the first failed accept's result
         for (unsigned i = 0; i < round; ++i) {
             if (results[i] >= 0) {
                 fds[count++] = results[i];
-            } else if (results[i] != -EINTR && results[i] != -ECONNABORTED && error == 0) {
+            } else if (error == 0) {
                 error = results[i];
             }
         }
@@ -116,9 +116,8 @@ void ServerState::acceptConnections() {
         if (error == net::IoRing::notMade) {
             break; // the ring was given up: plain calls from here
         }
-        if (error != 0) {
-            handleAcceptError(-error); // none waiting, or out of descriptors
-            return;
+        if (error != 0 && !handleAcceptError(-error)) {
+            return; // none waiting, or out of descriptors
         }
         round *= 2;
     }

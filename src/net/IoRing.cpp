@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <liburing.h>
 #include <pthread.h>
 
@@ -97,6 +98,20 @@ bool acceptCompletesInline(io_uring* ring) {
     return inlined;
 }
 
+/// Whether the kernel knows every operation in `ops`.
+bool supportsAll(io_uring* ring, std::initializer_list<int> ops) {
+    io_uring_probe* probe = io_uring_get_probe_ring(ring);
+    if (probe == nullptr) {
+        return false;
+    }
+    bool all = true;
+    for (int op : ops) {
+        all = all && io_uring_opcode_supported(probe, op) != 0;
+    }
+    io_uring_free_probe(probe);
+    return all;
+}
+
 std::atomic<unsigned> forks{0};
 
 void countFork() noexcept {
@@ -143,6 +158,7 @@ void IoRing::open() noexcept {
     }
     ring_ = ring;
     acceptsInline_ = acceptCompletesInline(ring);
+    watchesAndCloses_ = supportsAll(ring, {IORING_OP_EPOLL_CTL, IORING_OP_CLOSE});
 }
 
 void IoRing::close() noexcept {
@@ -154,6 +170,7 @@ void IoRing::close() noexcept {
         ring_ = nullptr;
     }
     acceptsInline_ = false;
+    watchesAndCloses_ = false;
 }
 
 bool IoRing::reopen() noexcept {

@@ -46,6 +46,11 @@ public:
     /// Whether prepareAccept may be used: the kernel completes a
     /// non-blocking accept inline (IORING_ACCEPT_DONTWAIT, Linux 6.10).
     bool acceptsInline() const noexcept { return acceptsInline_; }
+    /// Whether prepareEpollCtl and prepareClose may be used: the kernel has
+    /// both operations. They came with Linux 5.6, but io_uring's epoll_ctl
+    /// has been proposed for removal, and where it is gone (or built out)
+    /// the call would fail with EINVAL or EOPNOTSUPP.
+    bool watchesAndCloses() const noexcept { return watchesAndCloses_; }
     /// Calls prepared and not yet run.
     unsigned prepared() const noexcept { return prepared_; }
 
@@ -58,6 +63,7 @@ public:
     /// `fd`, which must be non-blocking; only if acceptsInline().
     void prepareAccept(int fd, std::uint32_t tag) noexcept;
     /// epoll_ctl(2) on set `epfd`; `event` is read when the call is run.
+    /// Only if watchesAndCloses(), as for prepareClose.
     void prepareEpollCtl(int epfd, int op, int fd, epoll_event* event, std::uint32_t tag) noexcept;
     /// close(2).
     void prepareClose(int fd, std::uint32_t tag) noexcept;
@@ -94,6 +100,7 @@ private:
     unsigned prepared_ = 0;
     io_uring_sqe* last_ = nullptr;
     bool acceptsInline_ = false;
+    bool watchesAndCloses_ = false;
     unsigned forks_ = 0; // forkCount() when ring_ was opened
 };
 
