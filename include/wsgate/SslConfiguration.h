@@ -161,6 +161,22 @@ public:
     /// finite-field DHE ones (wsgate sets no DH parameters).
     static std::vector<std::string> supportedCiphers();
 
+    /// Sets the elliptic curves the server uses for ECDHE, in its order of
+    /// preference (Qt's setEllipticCurves): the first one the client also
+    /// offers is taken. Names are mbedTLS's ("x25519", "secp256r1"), NIST's
+    /// ("P-256") or OpenSSL's ("prime256v1"), in any case; each must be one
+    /// of supportedEllipticCurves(). A client certificate's EC key must be
+    /// on one of them too. An empty list restores defaultEllipticCurves().
+    bool setEllipticCurves(const std::vector<std::string>& names);
+    /// The configured curves under mbedTLS's names.
+    const std::vector<std::string>& ellipticCurves() const noexcept;
+    /// x25519, secp256r1, secp384r1, secp521r1: what browsers and OpenSSL
+    /// offer, cheapest first. mbedTLS's own order would put secp521r1 first,
+    /// which costs the server about twice the CPU of x25519 per handshake.
+    static std::vector<std::string> defaultEllipticCurves();
+    /// Every curve this build of mbedTLS has, under its names.
+    static std::vector<std::string> supportedEllipticCurves();
+
     /// Sets the ALPN protocols (RFC 7301) offered, in the server's order of
     /// preference. Default {"http/1.1"}. An empty list turns ALPN off. Each
     /// name must be 1 to 255 bytes. mbedTLS 2.28 refuses the handshake with

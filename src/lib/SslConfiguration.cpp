@@ -138,6 +138,33 @@ bool isValidSniName(std::string_view name) noexcept {
     return true;
 }
 
+/// Sets `target` to the canonical names of `names` (each once, in order),
+/// or to `defaults` when `names` is empty. `canonical(name, error)` gives a
+/// name's canonical spelling, or null with `error` set; then nothing changes.
+template <typename Canonical>
+bool setNameList(std::vector<std::string>& target, std::string& error,
+                 const std::vector<std::string>& names, std::vector<std::string> defaults,
+                 Canonical canonical) {
+    if (names.empty()) {
+        target = std::move(defaults);
+        error.clear();
+        return true;
+    }
+    std::vector<std::string> list;
+    for (const std::string& name : names) {
+        const char* spelled = canonical(name, error);
+        if (spelled == nullptr) {
+            return false;
+        }
+        if (std::find(list.begin(), list.end(), spelled) == list.end()) {
+            list.emplace_back(spelled);
+        }
+    }
+    target = std::move(list);
+    error.clear();
+    return true;
+}
+
 } // namespace
 
 struct SslConfiguration::Private {
@@ -159,6 +186,7 @@ struct SslConfiguration::Private {
     int verifyDepth = 0;
     bool interruptOnError = false;
     std::vector<std::string> ciphers = SslConfiguration::defaultCiphers();
+    std::vector<std::string> curves = SslConfiguration::defaultEllipticCurves();
     std::vector<std::string> alpn{"http/1.1"};
     bool sessionTickets = true;
     std::chrono::seconds ticketLifetime{86400};
@@ -394,29 +422,20 @@ bool SslConfiguration::handshakeMustInterruptOnError() const noexcept {
 
 bool SslConfiguration::setCiphers(const std::vector<std::string>& names) {
     Private& p = d();
-    if (names.empty()) {
-        p.ciphers = defaultCiphers();
-        p.error.clear();
-        return true;
-    }
-    std::vector<std::string> canonical;
-    for (const std::string& name : names) {
-        const mbedtls_ssl_ciphersuite_t* suite = net::findCipherSuite(name);
-        if (suite == nullptr) {
-            p.error = "unknown cipher suite '" + name + "'";
-            return false;
-        }
-        if (!net::isSupportedCipherSuite(*suite)) {
-            p.error = "cipher suite '" + name + "' is not supported (TLS 1.2 without DHE only)";
-            return false;
-        }
-        if (std::find(canonical.begin(), canonical.end(), suite->name) == canonical.end()) {
-            canonical.emplace_back(suite->name);
-        }
-    }
-    p.ciphers = std::move(canonical);
-    p.error.clear();
-    return true;
+    return setNameList(p.ciphers, p.error, names, defaultCiphers(),
+                       [](const std::string& name, std::string& error) -> const char* {
+                           const mbedtls_ssl_ciphersuite_t* suite = net::findCipherSuite(name);
+                           if (suite == nullptr) {
+                               error = "unknown cipher suite '" + name + "'";
+                               return nullptr;
+                           }
+                           if (!net::isSupportedCipherSuite(*suite)) {
+                               error = "cipher suite '" + name +
+                                       "' is not supported (TLS 1.2 without DHE only)";
+                               return nullptr;
+                           }
+                           return suite->name;
+                       });
 }
 
 const std::vector<std::string>& SslConfiguration::ciphers() const noexcept {
@@ -441,6 +460,42 @@ std::vector<std::string> SslConfiguration::supportedCiphers() {
         if (suite != nullptr && net::isSupportedCipherSuite(*suite)) {
             out.emplace_back(suite->name);
         }
+    }
+    return out;
+}
+
+bool SslConfiguration::setEllipticCurves(const std::vector<std::string>& names) {
+    Private& p = d();
+    return setNameList(p.curves, p.error, names, defaultEllipticCurves(),
+                       [](const std::string& name, std::string& error) -> const char* {
+                           const mbedtls_ecp_curve_info* curve = net::findCurve(name);
+                           if (curve == nullptr) {
+                               error = "unknown elliptic curve '" + name + "'";
+                               return nullptr;
+                           }
+                           return curve->name;
+                       });
+}
+
+const std::vector<std::string>& SslConfiguration::ellipticCurves() const noexcept {
+    return d().curves;
+}
+
+std::vector<std::string> SslConfiguration::defaultEllipticCurves() {
+    std::vector<std::string> out;
+    for (const char* name : {"x25519", "secp256r1", "secp384r1", "secp521r1"}) {
+        if (net::findCurve(name) != nullptr) {
+            out.emplace_back(name);
+        }
+    }
+    return out;
+}
+
+std::vector<std::string> SslConfiguration::supportedEllipticCurves() {
+    std::vector<std::string> out;
+    for (const mbedtls_ecp_curve_info* curve = mbedtls_ecp_curve_list();
+         curve->grp_id != MBEDTLS_ECP_DP_NONE; ++curve) {
+        out.emplace_back(curve->name);
     }
     return out;
 }

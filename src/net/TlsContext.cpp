@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <utility>
 
 namespace wsgate::net {
 
@@ -84,6 +85,30 @@ const mbedtls_ssl_ciphersuite_t* findCipherSuite(std::string_view name) noexcept
     }
     const std::string canonical = upperWithDashes(name);
     return mbedtls_ssl_ciphersuite_from_string(canonical.c_str());
+}
+
+const mbedtls_ecp_curve_info* findCurve(std::string_view name) noexcept {
+    // NIST's names, and OpenSSL's for P-256; mbedTLS's own spell the others.
+    static constexpr std::pair<std::string_view, std::string_view> aliases[] = {
+        {"p-256", "secp256r1"},
+        {"prime256v1", "secp256r1"},
+        {"p-384", "secp384r1"},
+        {"p-521", "secp521r1"},
+    };
+    const std::string lower = lowerCase(name);
+    std::string_view wanted = lower;
+    for (const auto& [alias, canonical] : aliases) {
+        if (wanted == alias) {
+            wanted = canonical;
+        }
+    }
+    for (const mbedtls_ecp_curve_info* curve = mbedtls_ecp_curve_list();
+         curve->grp_id != MBEDTLS_ECP_DP_NONE; ++curve) {
+        if (lowerCase(curve->name) == wanted) {
+            return curve;
+        }
+    }
+    return nullptr;
 }
 
 bool isSupportedCipherSuite(const mbedtls_ssl_ciphersuite_t& suite) noexcept {
@@ -215,8 +240,9 @@ std::unique_ptr<TlsContext> TlsContext::create(const SslConfiguration& configura
 
 bool TlsContext::init(const SslConfiguration& configuration, std::string& error) {
     return initBase(error) && initCipherSuites(configuration, error) &&
-           initIdentities(configuration, error) && initVerification(configuration, error) &&
-           initAlpn(configuration, error) && initTicketsAndPsk(configuration, error);
+           initCurves(configuration, error) && initIdentities(configuration, error) &&
+           initVerification(configuration, error) && initAlpn(configuration, error) &&
+           initTicketsAndPsk(configuration, error);
 }
 
 bool TlsContext::initBase(std::string& error) {
@@ -263,6 +289,24 @@ bool TlsContext::initCipherSuites(const SslConfiguration& configuration, std::st
     }
     cipherSuites_.push_back(0);
     mbedtls_ssl_conf_ciphersuites(&config_, cipherSuites_.data());
+    return true;
+}
+
+bool TlsContext::initCurves(const SslConfiguration& configuration, std::string& error) {
+    // In the server's order: mbedTLS 2.28 takes the first of these that the
+    // client offers. Its own default is largest first, and secp521r1 costs
+    // twice what x25519 does.
+    for (const std::string& name : configuration.ellipticCurves()) {
+        const mbedtls_ecp_curve_info* curve = findCurve(name);
+        if (curve == nullptr) {
+            error = "unknown elliptic curve '" + name + "'";
+            return false;
+        }
+        curves_.push_back(curve->grp_id);
+    }
+    curves_.push_back(MBEDTLS_ECP_DP_NONE);
+    // The list also bounds the curves of the client certificates accepted.
+    mbedtls_ssl_conf_curves(&config_, curves_.data());
     return true;
 }
 

@@ -1,12 +1,13 @@
 // The server side of TLS, built once per Server from an SslConfiguration:
 // mbedTLS's ssl_config with its random generator, certificates and keys,
-// SNI table, session-ticket keys, ALPN and cipher-suite lists, and the
+// SNI table, session-ticket keys, ALPN, cipher-suite and curve lists, and the
 // buffers that every TlsSession of one loop shares.
 #pragma once
 
 #include "wsgate/SslConfiguration.h"
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
@@ -40,6 +41,11 @@ const mbedtls_ssl_ciphersuite_t* findCipherSuite(std::string_view name) noexcept
 /// Whether wsgate can negotiate `suite`: TLS 1.2, and not finite-field DHE
 /// or EC J-PAKE (which need parameters wsgate does not set).
 bool isSupportedCipherSuite(const mbedtls_ssl_ciphersuite_t& suite) noexcept;
+
+/// The elliptic curve named `name`: mbedTLS's name ("secp256r1", "x25519"),
+/// NIST's ("P-256") or OpenSSL's ("prime256v1"), in any case; null when this
+/// build does not know it.
+const mbedtls_ecp_curve_info* findCurve(std::string_view name) noexcept;
 
 /// Parses one or more certificates (PEM blocks, or one DER certificate)
 /// into `chain`, which must be initialised. False with `error` set when
@@ -113,6 +119,7 @@ private:
     bool init(const SslConfiguration& configuration, std::string& error);
     bool initBase(std::string& error);
     bool initCipherSuites(const SslConfiguration& configuration, std::string& error);
+    bool initCurves(const SslConfiguration& configuration, std::string& error);
     bool initIdentities(const SslConfiguration& configuration, std::string& error);
     bool initVerification(const SslConfiguration& configuration, std::string& error);
     bool initAlpn(const SslConfiguration& configuration, std::string& error);
@@ -149,6 +156,7 @@ private:
     std::unique_ptr<Identity> identity_;
     std::vector<SniEntry> sni_;
     std::vector<int> cipherSuites_;
+    std::vector<mbedtls_ecp_group_id> curves_; // ends with MBEDTLS_ECP_DP_NONE
     std::vector<std::string> alpnNames_;
     std::vector<const char*> alpnList_; // Points into alpnNames_, ends with null.
     std::string pskIdentityHint_;

@@ -260,6 +260,11 @@ void TlsSession::continueHandshake() {
         return;
     }
     if (rc != 0) {
+        // mbedTLS says nothing when no curve of ours was offered (it does
+        // when no suite was); the client should learn why, not just see EOF.
+        if (rc == MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN && !sentFatalAlert()) {
+            sendFatalAlert(MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+        }
         fail(rc, true);
         return;
     }
@@ -314,9 +319,15 @@ void TlsSession::finishHandshake() {
 void TlsSession::refuseCertificate(bool noCertificate) {
     // TLS 1.2 has no certificate_required; handshake_failure is what other
     // servers send for a missing certificate.
-    const std::uint8_t description =
-        noCertificate ? MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE : MBEDTLS_SSL_ALERT_MSG_BAD_CERT;
     beginOutput();
+    sendFatalAlert(noCertificate ? MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE
+                                 : MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+    fail(noCertificate ? MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE
+                       : MBEDTLS_ERR_X509_CERT_VERIFY_FAILED,
+         true);
+}
+
+void TlsSession::sendFatalAlert(std::uint8_t description) {
     ownAlert_ = true;
     int rc = 0;
     {
@@ -327,9 +338,15 @@ void TlsSession::refuseCertificate(bool noCertificate) {
     if (rc == 0) {
         alertsSent_.push(TlsAlert{TlsAlert::fatal, description});
     }
-    fail(noCertificate ? MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE
-                       : MBEDTLS_ERR_X509_CERT_VERIFY_FAILED,
-         true);
+}
+
+bool TlsSession::sentFatalAlert() const noexcept {
+    for (std::uint8_t i = 0; i < alertsSent_.size; ++i) {
+        if (alertsSent_.items[i].level == TlsAlert::fatal) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void TlsSession::readApplicationData() {

@@ -1421,21 +1421,39 @@ std::string readTextFile(const std::string& path) {
 
 } // namespace
 
+/// The echo-server process over wss://, and the command of an openssl
+/// s_client that connects to it and verifies it.
+struct OutsideClientSetup {
+    const std::string openssl = findOnPath("openssl");
+    const TestCertificateFiles& files = testCertificateFiles();
+    EchoServerProcess server{{"--cert", files.certificate, "--key", files.key, "--quiet"}};
+
+    std::vector<std::string> command(std::vector<std::string> options) const {
+        std::vector<std::string> out = {openssl,
+                                        "s_client",
+                                        "-connect",
+                                        "127.0.0.1:" + std::to_string(server.port()),
+                                        "-servername",
+                                        "localhost",
+                                        "-CAfile",
+                                        files.ca,
+                                        "-verify_return_error"};
+        out.insert(out.end(), options.begin(), options.end());
+        return out;
+    }
+};
+
 TEST_SUITE("wss: an outside client") {
     TEST_CASE("openssl s_client gets 101 and its text frame echoed") {
-        const std::string openssl = findOnPath("openssl");
-        if (openssl.empty()) {
+        OutsideClientSetup setup;
+        if (setup.openssl.empty()) {
             MESSAGE("the openssl command is not installed; skipped");
             return;
         }
-        const TestCertificateFiles& files = testCertificateFiles();
-        EchoServerProcess server({"--cert", files.certificate, "--key", files.key, "--quiet"});
+        auto& server = setup.server;
         REQUIRE(server.started());
         const std::string stderrPath = writeTestFile("s_client.stderr", "");
-        ChildProcess client({openssl, "s_client", "-connect",
-                             "127.0.0.1:" + std::to_string(server.port()), "-quiet", "-nocommands",
-                             "-alpn", "http/1.1", "-servername", "localhost", "-CAfile", files.ca,
-                             "-verify_return_error"},
+        ChildProcess client(setup.command({"-quiet", "-nocommands", "-alpn", "http/1.1"}),
                             stderrPath);
         const std::string key = randomKey();
         const std::string message = "hello from openssl s_client";
@@ -1482,5 +1500,27 @@ TEST_SUITE("wss: an outside client") {
         const std::optional<int> status = client.wait(5s);
         REQUIRE(status.has_value());
         CHECK(WIFEXITED(*status));
+    }
+
+    TEST_CASE("openssl s_client offering P-521 first gets x25519, the cheapest") {
+        OutsideClientSetup setup;
+        if (setup.openssl.empty()) {
+            MESSAGE("the openssl command is not installed; skipped");
+            return;
+        }
+        REQUIRE(setup.server.started());
+        const std::string stderrPath = writeTestFile("s_client-groups.stderr", "");
+        // Firefox offers these four too. mbedTLS alone would answer P-521.
+        ChildProcess client(setup.command({"-groups", "P-521:P-384:P-256:X25519"}), stderrPath);
+        std::string out;
+        const auto keyLine = [](const std::string& bytes) {
+            const auto at = bytes.find("Server Temp Key:");
+            return at != std::string::npos && bytes.find('\n', at) != std::string::npos;
+        };
+        const bool got = client.readUntil(out, keyLine, 10s);
+        INFO("stdout: ", out.substr(0, 2000), "\nstderr: ", readTextFile(stderrPath));
+        REQUIRE(got);
+        const auto at = out.find("Server Temp Key:");
+        CHECK(out.substr(at, out.find('\n', at) - at) == "Server Temp Key: X25519, 253 bits");
     }
 }

@@ -7,6 +7,7 @@
 #include "wsgate/SslConfiguration.h"
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
 #include <unistd.h>
@@ -115,6 +116,7 @@ struct ClientOptions {
     std::vector<std::string> alpn;
     std::string serverName;
     std::vector<std::string> ciphers;
+    std::vector<std::string> curves; // mbedTLS names; empty: its defaults
     std::string pskIdentity;
     Bytes psk;
     const mbedtls_ssl_session* resume = nullptr;
@@ -157,6 +159,15 @@ public:
                                          reinterpret_cast<const unsigned char*>(key.c_str()),
                                          key.size() + 1, nullptr, 0) == 0);
             REQUIRE(mbedtls_ssl_conf_own_cert(&config_, &ownChain_, &ownKey_) == 0);
+        }
+        for (const std::string& name : options.curves) {
+            const mbedtls_ecp_curve_info* curve = mbedtls_ecp_curve_info_from_name(name.c_str());
+            REQUIRE(curve != nullptr);
+            curves_.push_back(curve->grp_id);
+        }
+        if (!curves_.empty()) {
+            curves_.push_back(MBEDTLS_ECP_DP_NONE);
+            mbedtls_ssl_conf_curves(&config_, curves_.data());
         }
         for (const std::string& name : options.alpn) {
             alpnNames_.push_back(name);
@@ -279,6 +290,7 @@ private:
     std::vector<std::string> alpnNames_;
     std::vector<const char*> alpn_;
     std::vector<int> ciphers_;
+    std::vector<mbedtls_ecp_group_id> curves_;
     Bytes output_;
     Bytes input_;
     std::size_t inputRead_ = 0;
@@ -605,7 +617,95 @@ TEST_SUITE("TLS sessions") {
 
 } // TEST_SUITE
 
+// The named curve of the ServerKeyExchange (RFC 8422 §5.4) in a server's
+// first flight, under mbedTLS's name; empty if the flight has none.
+std::string serverKeyExchangeCurve(const Bytes& flight) {
+    Bytes messages; // the bodies of the handshake records, joined
+    for (std::size_t i = 0; i + 5 <= flight.size();) {
+        const std::size_t length = (std::size_t{flight[i + 3]} << 8) | flight[i + 4];
+        if (flight[i] == 22 && i + 5 + length <= flight.size()) {
+            messages.insert(messages.end(), flight.begin() + static_cast<long>(i) + 5,
+                            flight.begin() + static_cast<long>(i + 5 + length));
+        }
+        i += 5 + length;
+    }
+    for (std::size_t i = 0; i + 4 <= messages.size();) {
+        const std::size_t length = (std::size_t{messages[i + 1]} << 16) |
+                                   (std::size_t{messages[i + 2]} << 8) | messages[i + 3];
+        // server_key_exchange, curve_type named_curve, then the curve's id.
+        if (messages[i] == 12 && i + 7 <= messages.size() && messages[i + 4] == 3) {
+            const auto id = static_cast<std::uint16_t>((messages[i + 5] << 8) | messages[i + 6]);
+            const mbedtls_ecp_curve_info* curve = mbedtls_ecp_curve_info_from_tls_id(id);
+            return curve != nullptr ? curve->name : "unknown";
+        }
+        i += 4 + length;
+    }
+    return {};
+}
+
+// The curve the server picks for ECDHE when the client offers `curves`.
+std::string curveChosen(TlsContext& context, std::vector<std::string> curves) {
+    ClientOptions options;
+    options.curves = std::move(curves);
+    Link link(context, options);
+    link.client.handshake();
+    link.toServer();
+    return serverKeyExchangeCurve(link.events.output);
+}
+
 TEST_SUITE("TLS negotiation") {
+
+    TEST_CASE("TLS: ECDHE takes the server's first curve that the client offers") {
+        // mbedTLS's own order, and a client's with no x25519 (as OpenSSL
+        // offers them, less x448, which mbedTLS 2.28 lacks for TLS).
+        const std::vector<std::string> largestFirst = {"secp521r1", "brainpoolP512r1", "secp384r1",
+                                                       "secp256r1", "x25519"};
+        const std::vector<std::string> noX25519 = {"secp521r1", "secp384r1", "secp256r1"};
+
+        SUBCASE("the defaults: cheapest first, and only the usual four") {
+            CHECK(SslConfiguration::defaultEllipticCurves() ==
+                  std::vector<std::string>{"x25519", "secp256r1", "secp384r1", "secp521r1"});
+            // RSA, so that the certificate puts no curve of its own in play.
+            auto context = makeContext(serverConfiguration(testCertificates().serverRsa));
+            CHECK(curveChosen(*context, largestFirst) == "x25519");
+            CHECK(curveChosen(*context, noX25519) == "secp256r1");
+            CHECK(curveChosen(*context, {"secp521r1"}) == "secp521r1");
+            // Offered by no one today; not in the defaults.
+            ClientOptions options;
+            options.curves = {"secp192r1", "brainpoolP256r1"};
+            Link link(*context, options);
+            CHECK_FALSE(link.handshake());
+            CHECK(link.events.handshakeDone == 0);
+            CHECK(hasAlert(link.events.alertsSent, 2, 40)); // handshake_failure
+        }
+        SUBCASE("a configured list, by NIST's and OpenSSL's names too") {
+            SslConfiguration configuration = serverConfiguration(testCertificates().serverRsa);
+            REQUIRE(configuration.setEllipticCurves({"P-384", "X25519", "prime256v1"}));
+            CHECK(configuration.ellipticCurves() ==
+                  std::vector<std::string>{"secp384r1", "x25519", "secp256r1"});
+            auto context = makeContext(configuration);
+            CHECK(curveChosen(*context, largestFirst) == "secp384r1");
+            CHECK(curveChosen(*context, {"secp521r1", "secp256r1"}) == "secp256r1");
+            ClientOptions options;
+            options.curves = {"secp521r1"};
+            Link link(*context, options);
+            CHECK_FALSE(link.handshake());
+            CHECK(hasAlert(link.events.alertsSent, 2, 40));
+        }
+        SUBCASE("unknown names are refused; an empty list restores the defaults") {
+            SslConfiguration configuration;
+            CHECK_FALSE(configuration.setEllipticCurves({"x25519", "P-255"}));
+            CHECK(configuration.errorString() == "unknown elliptic curve 'P-255'");
+            CHECK(configuration.ellipticCurves() == SslConfiguration::defaultEllipticCurves());
+            REQUIRE(configuration.setEllipticCurves({"secp384r1"}));
+            REQUIRE(configuration.setEllipticCurves({}));
+            CHECK(configuration.ellipticCurves() == SslConfiguration::defaultEllipticCurves());
+            const auto supported = SslConfiguration::supportedEllipticCurves();
+            for (const std::string& name : SslConfiguration::defaultEllipticCurves()) {
+                CHECK(std::find(supported.begin(), supported.end(), name) != supported.end());
+            }
+        }
+    }
 
     TEST_CASE("TLS: cipher suites can be restricted, by IANA or mbedTLS name") {
         SslConfiguration configuration = serverConfiguration(testCertificates().serverEcdsa);
