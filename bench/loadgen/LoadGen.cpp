@@ -281,7 +281,7 @@ bool LoadGen::setUp() {
     }
 
     if (options_.tls) {
-        tls_ = TlsClientContext::create(options_.tlsResume);
+        tls_ = TlsClientContext::create(options_.tlsResume, options_.tlsBrowserOffer);
         if (!tls_) {
             return false;
         }
@@ -1111,6 +1111,7 @@ void LoadGen::printResult() {
     if (options_.tls) {
         add("tls", "true");
         add("tls_resume", options_.tlsResume ? "true" : "false");
+        add("tls_browser_offer", options_.tlsBrowserOffer ? "true" : "false");
         add("tls_cipher_suite", tlsCipherSuite_.empty() ? "null" : quoted(tlsCipherSuite_));
         add("tls_alpn", tlsAlpn_.empty() ? "null" : quoted(tlsAlpn_));
         add("tls_handshakes_full", std::to_string(tlsFull_));

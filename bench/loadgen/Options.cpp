@@ -126,6 +126,9 @@ void printUsage() {
   --max-errors N                give up after N errors (default 100)
   --tls-resume                  wss://: resume the slot's previous TLS session (ticket)
                                 instead of a full handshake each time
+  --tls-browser-offer           wss://: offer the suites and curves browsers offer, in
+                                their order, and let the server choose (default: one
+                                suite, AES-128-GCM, and one curve, P-256, for every server)
   --no-wait-eof                 close TCP as soon as the server's close frame arrives,
                                 instead of waiting for the server to close first
   --server-pid PID              report that process's CPU time over the window
@@ -158,6 +161,8 @@ std::optional<Options> parseOptions(int argc, char** argv) {
             options.holdStdin = true;
         } else if (arg == "--tls-resume") {
             options.tlsResume = true;
+        } else if (arg == "--tls-browser-offer") {
+            options.tlsBrowserOffer = true;
         } else if (arg == "--no-wait-eof") {
             options.waitEof = false;
         } else if (arg == "--help" || arg == "-h") {
@@ -227,8 +232,8 @@ std::optional<Options> parseOptions(int argc, char** argv) {
     if (!parseUrl(options)) {
         return std::nullopt;
     }
-    if (options.tlsResume && !options.tls) {
-        std::fprintf(stderr, "loadgen: --tls-resume needs a wss:// URL\n");
+    if ((options.tlsResume || options.tlsBrowserOffer) && !options.tls) {
+        std::fprintf(stderr, "loadgen: --tls-resume and --tls-browser-offer need a wss:// URL\n");
         return std::nullopt;
     }
     // A message bound alone still needs a time bound; make it generous.

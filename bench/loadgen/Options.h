@@ -23,6 +23,9 @@ struct Options {
     bool tls = false; // wss://
     // wss:// handshakes: resume each slot's last session instead of a full handshake.
     bool tlsResume = false;
+    // wss://: offer what browsers offer and let the server choose, instead
+    // of one fixed suite and curve.
+    bool tlsBrowserOffer = false;
 
     int connections = 100;
     int depth = 1;

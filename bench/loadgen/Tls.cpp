@@ -22,11 +22,22 @@ constexpr std::string_view personalization = "wsgate-bench-loadgen";
 
 // Every server gets the same key exchange and cipher, so that case 6
 // compares the servers and not their choices: ECDHE on P-256 (the curve of
-// the benchmark's certificate, and what mbedTLS servers pick first among
-// the common ones) and AES-128-GCM, with an ECDSA or an RSA certificate.
+// the benchmark's certificate, which every server has) and AES-128-GCM,
+// with an ECDSA or an RSA certificate.
 const int cipherSuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
                             MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, 0};
 const mbedtls_ecp_group_id curves[] = {MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_NONE};
+// --tls-browser-offer: the TLS 1.2 ECDHE suites and the curves that current
+// browsers offer, in their order; what the server takes is its choice.
+const int browserCipherSuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   0};
+const mbedtls_ecp_group_id browserCurves[] = {MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1,
+                                              MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
 const char* alpnProtocols[] = {"http/1.1", nullptr};
 
 } // namespace
@@ -39,7 +50,7 @@ std::string tlsErrorText(int code) {
     return withCode;
 }
 
-std::unique_ptr<TlsClientContext> TlsClientContext::create(bool resume) {
+std::unique_ptr<TlsClientContext> TlsClientContext::create(bool resume, bool browserOffer) {
     std::unique_ptr<TlsClientContext> context(new TlsClientContext);
     context->resume_ = resume;
     mbedtls_entropy_init(&context->entropy_);
@@ -65,8 +76,8 @@ std::unique_ptr<TlsClientContext> TlsClientContext::create(bool resume) {
     // The benchmark's certificates are self-signed and made at run time.
     mbedtls_ssl_conf_authmode(&config, MBEDTLS_SSL_VERIFY_NONE);
     mbedtls_ssl_conf_min_version(&config, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_ciphersuites(&config, cipherSuites);
-    mbedtls_ssl_conf_curves(&config, curves);
+    mbedtls_ssl_conf_ciphersuites(&config, browserOffer ? browserCipherSuites : cipherSuites);
+    mbedtls_ssl_conf_curves(&config, browserOffer ? browserCurves : curves);
     // Offered whether or not sessions are resumed, as browsers do, so a full
     // handshake costs the server a ticket as it would in the field.
     mbedtls_ssl_conf_session_tickets(&config, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);

@@ -30,7 +30,7 @@ class TlsClient;
 class TlsClientContext {
 public:
     // Returns nothing and prints why when mbedTLS cannot be set up.
-    static std::unique_ptr<TlsClientContext> create(bool resume);
+    static std::unique_ptr<TlsClientContext> create(bool resume, bool browserOffer);
     ~TlsClientContext();
     TlsClientContext(const TlsClientContext&) = delete;
     TlsClientContext& operator=(const TlsClientContext&) = delete;

@@ -51,7 +51,8 @@ public:
     };
 
     /// The defaults: no certificate, no key, no CA certificates,
-    /// VerifyNone, depth 0 (no limit), defaultCiphers(), ALPN {"http/1.1"},
+    /// VerifyNone, depth 0 (no limit), defaultCiphers(),
+    /// defaultEllipticCurves(), ALPN {"http/1.1"},
     /// session tickets on with a lifetime of one day, no PSK identity hint,
     /// handshakeMustInterruptOnError false.
     SslConfiguration();
@@ -154,8 +155,10 @@ public:
     bool setCiphers(const std::vector<std::string>& names);
     /// The configured suites under mbedTLS's names.
     const std::vector<std::string>& ciphers() const noexcept;
-    /// ECDHE with AES-GCM and ChaCha20-Poly1305, for ECDSA and RSA
-    /// certificates, AES-128-GCM first.
+    /// ECDHE with ChaCha20-Poly1305 and AES-GCM, for ECDSA and RSA
+    /// certificates, ChaCha20-Poly1305 first: mbedTLS 2.28's runs at 1.7
+    /// times the speed of its AES-GCM on x86-64 with AES-NI (docs/tls.md),
+    /// and every current browser offers it.
     static std::vector<std::string> defaultCiphers();
     /// Every suite this build of mbedTLS can negotiate in TLS 1.2, except the
     /// finite-field DHE ones (wsgate sets no DH parameters).

@@ -444,12 +444,12 @@ const std::vector<std::string>& SslConfiguration::ciphers() const noexcept {
 
 std::vector<std::string> SslConfiguration::defaultCiphers() {
     return {
+        "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
+        "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
         "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
         "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
         "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
         "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
-        "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
-        "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
     };
 }
 

@@ -458,7 +458,7 @@ TEST_SUITE("TLS sessions") {
         CHECK(link.events.handshakeDone == 1);
         CHECK(link.events.errors.empty());
         CHECK(link.session->protocolVersion() == "TLSv1.2");
-        CHECK(link.session->cipherSuite() == "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+        CHECK(link.session->cipherSuite() == "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256");
         CHECK(link.session->alpnProtocol() == "http/1.1");
         CHECK_FALSE(link.session->sessionResumed());
         CHECK(link.session->serverName().empty());
@@ -481,7 +481,7 @@ TEST_SUITE("TLS sessions") {
         auto context = makeContext(serverConfiguration(testCertificates().serverRsa));
         Link link(*context, ClientOptions{});
         REQUIRE(link.handshake());
-        CHECK(link.session->cipherSuite() == "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256");
+        CHECK(link.session->cipherSuite() == "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256");
         CHECK(link.client.peerSubject() == testCertificates().serverRsa.subject);
         link.clientSends(bytesOf("ping"));
         CHECK(link.events.plaintext == bytesOf("ping"));
