@@ -676,7 +676,8 @@ TEST_SUITE("TLS negotiation") {
             Link link(*context, options);
             CHECK_FALSE(link.handshake());
             CHECK(link.events.handshakeDone == 0);
-            CHECK(hasAlert(link.events.alertsSent, 2, 40)); // handshake_failure
+            CHECK(hasAlert(link.events.alertsSent, 2, 40));                    // handshake_failure
+            CHECK(link.client.error() == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE); // it came
         }
         SUBCASE("a configured list, by NIST's and OpenSSL's names too") {
             SslConfiguration configuration = serverConfiguration(testCertificates().serverRsa);
@@ -691,6 +692,7 @@ TEST_SUITE("TLS negotiation") {
             Link link(*context, options);
             CHECK_FALSE(link.handshake());
             CHECK(hasAlert(link.events.alertsSent, 2, 40));
+            CHECK(link.client.error() == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE); // it came
         }
         SUBCASE("unknown names are refused; an empty list restores the defaults") {
             SslConfiguration configuration;
