@@ -294,8 +294,8 @@ bool TlsContext::initCipherSuites(const SslConfiguration& configuration, std::st
 
 bool TlsContext::initCurves(const SslConfiguration& configuration, std::string& error) {
     // In the server's order: mbedTLS 2.28 takes the first of these that the
-    // client offers. Its own default is largest first, and secp521r1 costs
-    // twice what x25519 does.
+    // client offers. Its own default is largest first, and a handshake on
+    // secp521r1 costs the server twice one on x25519 (docs/tls.md).
     for (const std::string& name : configuration.ellipticCurves()) {
         const mbedtls_ecp_curve_info* curve = findCurve(name);
         if (curve == nullptr) {
