@@ -126,7 +126,7 @@ int LoopData::watch(int fd, Connection* connection) {
 void LoopData::watchAll(const int* fds, Connection* const* connections, int* results,
                         unsigned count) {
     unsigned done = 0;
-    if (ring.usable() && ring.watchesAndCloses()) {
+    if (ringWatchesAndCloses()) {
         epoll_event events[net::IoRing::capacity];
         for (; done < count; done += net::IoRing::capacity) {
             unsigned round = std::min(count - done, net::IoRing::capacity);
@@ -158,7 +158,7 @@ void LoopData::closeSocket(int fd) noexcept {
     if (--socketCount == 0) {
         uv_unref(reinterpret_cast<uv_handle_t*>(&socketsPoll));
     }
-    if (closesGathered && ring.usable() && ring.watchesAndCloses()) {
+    if (closesGathered && ringWatchesAndCloses()) {
         closingFds.push_back(fd);
         // Two calls each, and room for them in one run.
         if (closingFds.size() * 2 == net::IoRing::capacity) {
@@ -166,6 +166,10 @@ void LoopData::closeSocket(int fd) noexcept {
         }
         return;
     }
+    unwatchAndClose(fd);
+}
+
+void LoopData::unwatchAndClose(int fd) noexcept {
     // Out of the set first: a copy of the descriptor elsewhere (a fork, an
     // adopted socket) would keep it there.
     ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, fd, nullptr);
@@ -177,7 +181,7 @@ void LoopData::submitCloses() noexcept {
     if (count == 0) {
         return;
     }
-    if (ring.usable()) {
+    if (ringWatchesAndCloses()) {
         for (unsigned i = 0; i < count; ++i) {
             ring.prepareEpollCtl(socketsFd, EPOLL_CTL_DEL, closingFds[i], nullptr, 2 * i);
             ring.linkToNext();
@@ -192,8 +196,7 @@ void LoopData::submitCloses() noexcept {
         // are made here.
         int closed = results[2 * i + 1];
         if (closed == net::IoRing::notMade || closed == -EAGAIN) {
-            ::epoll_ctl(socketsFd, EPOLL_CTL_DEL, closingFds[i], nullptr);
-            ::close(closingFds[i]);
+            unwatchAndClose(closingFds[i]);
         }
     }
     closingFds.clear();

@@ -484,7 +484,7 @@ const std::vector<std::string>& SslConfiguration::ellipticCurves() const noexcep
 std::vector<std::string> SslConfiguration::defaultEllipticCurves() {
     std::vector<std::string> out;
     for (const char* name : {"x25519", "secp256r1", "secp384r1", "secp521r1"}) {
-        if (net::findCurve(name) != nullptr) {
+        if (mbedtls_ecp_curve_info_from_name(name) != nullptr) {
             out.emplace_back(name);
         }
     }

@@ -68,13 +68,12 @@ bool completesInline(io_uring* ring) {
     return inlined;
 }
 
-io_uring_sqe* prepareAcceptCall(io_uring* ring, int fd, std::uint64_t tag) {
+io_uring_sqe* prepareAcceptCall(io_uring* ring, int fd) {
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
     io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     // Without it the kernel waits for a connection instead of saying EAGAIN,
     // even on a non-blocking listener.
     sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
-    sqe->user_data = tag;
     return sqe;
 }
 
@@ -91,7 +90,7 @@ bool acceptCompletesInline(io_uring* ring) {
     bool inlined = false;
     if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(sa_family_t)) == 0 &&
         ::listen(listener, 1) == 0) {
-        prepareAcceptCall(ring, listener, 1);
+        prepareAcceptCall(ring, listener)->user_data = 1;
         inlined = completesInlineWithEagain(ring);
     }
     ::close(listener);
@@ -180,42 +179,39 @@ bool IoRing::reopen() noexcept {
     return ring_ != nullptr;
 }
 
-void IoRing::prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept {
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
-    io_uring_prep_recv(sqe, fd, buffer, size, MSG_DONTWAIT);
+void IoRing::queue(io_uring_sqe* sqe, std::uint32_t tag) noexcept {
     sqe->user_data = tag;
     last_ = sqe;
     ++prepared_;
+}
+
+void IoRing::prepareRecv(int fd, void* buffer, std::size_t size, std::uint32_t tag) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_);
+    io_uring_prep_recv(sqe, fd, buffer, size, MSG_DONTWAIT);
+    queue(sqe, tag);
 }
 
 void IoRing::prepareSend(int fd, const void* data, std::size_t size, std::uint32_t tag) noexcept {
     io_uring_sqe* sqe = io_uring_get_sqe(ring_);
     io_uring_prep_send(sqe, fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-    sqe->user_data = tag;
-    last_ = sqe;
-    ++prepared_;
+    queue(sqe, tag);
 }
 
 void IoRing::prepareAccept(int fd, std::uint32_t tag) noexcept {
-    last_ = prepareAcceptCall(ring_, fd, tag);
-    ++prepared_;
+    queue(prepareAcceptCall(ring_, fd), tag);
 }
 
 void IoRing::prepareEpollCtl(int epfd, int op, int fd, epoll_event* event,
                              std::uint32_t tag) noexcept {
     io_uring_sqe* sqe = io_uring_get_sqe(ring_);
     io_uring_prep_epoll_ctl(sqe, epfd, fd, op, event);
-    sqe->user_data = tag;
-    last_ = sqe;
-    ++prepared_;
+    queue(sqe, tag);
 }
 
 void IoRing::prepareClose(int fd, std::uint32_t tag) noexcept {
     io_uring_sqe* sqe = io_uring_get_sqe(ring_);
     io_uring_prep_close(sqe, fd);
-    sqe->user_data = tag;
-    last_ = sqe;
-    ++prepared_;
+    queue(sqe, tag);
 }
 
 void IoRing::linkToNext() noexcept {

@@ -93,6 +93,8 @@ private:
     void close() noexcept;
     bool reopen() noexcept;
 
+    /// Counts a call just prepared, tagged `tag`: the one linkToNext() links.
+    void queue(io_uring_sqe* sqe, std::uint32_t tag) noexcept;
     /// Takes the completions that are in; returns how many.
     unsigned reap(Completion* results, unsigned count) noexcept;
 

@@ -134,6 +134,10 @@ struct LoopData {
     bool stopped = false;
 
 private:
+    /// Whether sockets are added to the set and closed through the ring.
+    bool ringWatchesAndCloses() noexcept { return ring.usable() && ring.watchesAndCloses(); }
+    /// closeSocket's plain system calls.
+    void unwatchAndClose(int fd) noexcept;
     static void onDeferIdle(uv_idle_t* idle);
     static void onSocketsReady(uv_poll_t* poll, int status, int events);
     /// One wakeup's events with batched reads, and sends gathered until its end.

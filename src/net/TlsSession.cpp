@@ -263,7 +263,7 @@ void TlsSession::continueHandshake() {
         // mbedTLS says nothing when no curve of ours was offered (it does
         // when no suite was); the client should learn why, not just see EOF.
         if (rc == MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN && !sentFatalAlert()) {
-            sendFatalAlert(MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+            sendAlert(TlsAlert::fatal, MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
         }
         fail(rc, true);
         return;
@@ -320,23 +320,23 @@ void TlsSession::refuseCertificate(bool noCertificate) {
     // TLS 1.2 has no certificate_required; handshake_failure is what other
     // servers send for a missing certificate.
     beginOutput();
-    sendFatalAlert(noCertificate ? MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE
-                                 : MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+    sendAlert(TlsAlert::fatal, noCertificate ? MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE
+                                             : MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
     fail(noCertificate ? MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE
                        : MBEDTLS_ERR_X509_CERT_VERIFY_FAILED,
          true);
 }
 
-void TlsSession::sendFatalAlert(std::uint8_t description) {
+void TlsSession::sendAlert(std::uint8_t level, std::uint8_t description) {
     ownAlert_ = true;
     int rc = 0;
     {
         MbedtlsCall call(*this);
-        rc = mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, description);
+        rc = mbedtls_ssl_send_alert_message(&ssl_, level, description);
     }
     ownAlert_ = false;
     if (rc == 0) {
-        alertsSent_.push(TlsAlert{TlsAlert::fatal, description});
+        alertsSent_.push(TlsAlert{level, description});
     }
 }
 
@@ -481,16 +481,8 @@ void TlsSession::sendCloseNotify() {
     }
     closeNotifySent_ = true;
     beginOutput();
-    ownAlert_ = true;
-    int rc = 0;
-    {
-        MbedtlsCall call(*this);
-        rc = mbedtls_ssl_close_notify(&ssl_);
-    }
-    ownAlert_ = false;
-    if (rc == 0) {
-        alertsSent_.push(TlsAlert{TlsAlert::warning, MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY});
-    }
+    // What mbedtls_ssl_close_notify sends once the handshake is over.
+    sendAlert(TlsAlert::warning, MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY);
     endOutput();
     reportAlerts();
 }

@@ -255,7 +255,7 @@ private:
     void readApplicationData();
     void fail(int mbedtlsError, bool duringHandshake);
     void refuseCertificate(bool noCertificate);
-    void sendFatalAlert(std::uint8_t description);
+    void sendAlert(std::uint8_t level, std::uint8_t description);
     bool sentFatalAlert() const noexcept;
     bool recordVerifyErrors(const mbedtls_x509_crt* certificate, int depth, std::uint32_t flags);
     bool addVerifyError(TlsVerifyError error);
