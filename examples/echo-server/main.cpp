@@ -4,6 +4,9 @@
 #include "wsgate/EventLoop.h"
 #include "wsgate/Server.h"
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -136,6 +139,24 @@ private:
     std::vector<std::unique_ptr<wsgate::WebSocket>> sockets_;
 };
 
+/// Raises the soft limit on open descriptors to the hard one. Most
+/// distributions start a process at 1,024, which would refuse every client
+/// past about a thousand; the hard limit (524,288 for a systemd service on
+/// Debian 12) is what the administrator allows. A select(2) caller would
+/// break past 1,024, which is why the soft limit stays low by default, and
+/// neither libuv nor wsgate calls select.
+void raiseDescriptorLimit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        std::fprintf(stderr, "echo-server: cannot raise the descriptor limit: %s\n",
+                     std::strerror(errno));
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -145,6 +166,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::signal(SIGPIPE, SIG_IGN);
+    raiseDescriptorLimit();
 
     if (options.certificateFile.empty() != options.keyFile.empty() ||
         (!options.clientCaFile.empty() && options.certificateFile.empty())) {

@@ -6,6 +6,8 @@
 #include "support/RawClient.h"
 #include "support/TlsTestMode.h"
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -14,6 +16,7 @@
 #include <doctest/doctest.h>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -388,5 +391,36 @@ TEST_SUITE("Concurrency") {
         CHECK(after.open(server.port()));
         CHECK(after.sendText("still fine"));
         CHECK(after.expectText("still fine"));
+    }
+
+    TEST_CASE("echo-server serves more clients than the soft descriptor limit it started with") {
+        // Most machines start a process at a soft limit of 1,024 with a far
+        // higher hard limit; here the soft limit is lowered to 64 for the
+        // child only, and 200 clients must all be served at once.
+        constexpr int clients = 200;
+        rlimit original{};
+        REQUIRE(::getrlimit(RLIMIT_NOFILE, &original) == 0);
+        if (original.rlim_max < 4 * clients) {
+            MESSAGE("skipped: the hard descriptor limit is ", original.rlim_max);
+            return;
+        }
+        std::optional<ProcessEcho> server;
+        {
+            rlimit lowered = original;
+            lowered.rlim_cur = 64;
+            REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
+            server.emplace(); // the child inherits the lowered limit
+            REQUIRE(::setrlimit(RLIMIT_NOFILE, &original) == 0);
+        }
+        REQUIRE(server->started());
+        std::vector<RawClient> open(clients);
+        for (int i = 0; i < clients; ++i) {
+            REQUIRE_MESSAGE(open[i].open(server->port()), "client ", i);
+        }
+        for (int i = 0; i < clients; ++i) {
+            const std::string text = "client " + std::to_string(i);
+            CHECK(open[i].sendText(text));
+            CHECK_MESSAGE(open[i].expectText(text), "client ", i);
+        }
     }
 }
