@@ -322,8 +322,9 @@ bool Protocol::handleClose(const std::uint8_t* payload, std::size_t size) {
     const bool echo = state_ == State::Open;
     state_ = State::Closed;
     if (echo) {
-        // §5.5.1: answer with a close frame, echoing the code (none for 1005).
-        sendCloseFrame(size >= 2 ? code : 0, {});
+        // §5.5.1: answer with a close frame, echoing the code (none for 1005)
+        // and, as Qt does, the reason, which browsers show in their close event.
+        sendCloseFrame(size >= 2 ? code : 0, kept);
     }
     message_ = std::move(kept);
     remaining_ = 0;

@@ -339,14 +339,15 @@ TEST_SUITE("5.5.1 Close") {
         CHECK(outcome.closeReason.empty());
     }
 
-    TEST_CASE("a close frame is echoed with its code") {
-        const Outcome outcome = checkStream(
-            close(closeBody(1000, "bye")), {closeEvent(1000, "bye")}, serverClose(closeBody(1000)));
+    TEST_CASE("a close frame is echoed with its code and reason") {
+        const Outcome outcome =
+            checkStream(close(closeBody(1000, "bye")), {closeEvent(1000, "bye")},
+                        serverClose(closeBody(1000, "bye")));
         CHECK(outcome.closeCode == 1000);
         CHECK(outcome.closeReason == "bye");
         const Bytes reason = repeat("\xc3\xa9", 61) + "x";
         checkStream(close(closeBody(4000, reason)), {closeEvent(4000, reason)},
-                    serverClose(closeBody(4000)));
+                    serverClose(closeBody(4000, reason)));
     }
 
     TEST_CASE("a 1-byte close payload fails with 1002") {
@@ -482,7 +483,7 @@ TEST_SUITE("7.4 Status Codes") {
              {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999}) {
             CAPTURE(code);
             checkStream(close(closeBody(code, "r")), {closeEvent(code, "r")},
-                        serverClose(closeBody(code)));
+                        serverClose(closeBody(code, "r")));
         }
     }
 
