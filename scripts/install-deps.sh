@@ -2,7 +2,9 @@
 # Installs what wsgate needs to build, test and benchmark, from Debian 12's
 # packages. Installs only what is missing; safe to run again.
 #   scripts/install-deps.sh          build and test dependencies
-#   scripts/install-deps.sh --bench  also Qt's WebSockets, for bench/'s reference server
+#   scripts/install-deps.sh --bench    also Qt's WebSockets, for bench/'s reference server
+#   scripts/install-deps.sh --browser  also Chromium and chromedriver, for tests/browser/
+# The two flags may be given together.
 set -euo pipefail
 
 packages=(
@@ -11,9 +13,16 @@ packages=(
     clang libclang-rt-14-dev clang-format
     python3 openssl
 )
-if [[ "${1:-}" == "--bench" ]]; then
-    packages+=(qt6-websockets-dev qt6-base-dev)
-fi
+for flag in "$@"; do
+    case "$flag" in
+    --bench) packages+=(qt6-websockets-dev qt6-base-dev) ;;
+    --browser) packages+=(chromium chromium-driver) ;;
+    *)
+        echo "install-deps: unknown option $flag" >&2
+        exit 2
+        ;;
+    esac
+done
 
 missing=()
 for package in "${packages[@]}"; do

@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${SKIP_BENCH:-0}" == 1 ]]; then
-    scripts/install-deps.sh
+    scripts/install-deps.sh --browser
 else
-    scripts/install-deps.sh --bench
+    scripts/install-deps.sh --browser --bench
 fi
 jobs=$(nproc)
 fuzz_seconds=${FUZZ_SECONDS:-30}
