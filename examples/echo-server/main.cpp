@@ -5,12 +5,15 @@
 #include "wsgate/Server.h"
 
 #include <sys/resource.h>
+#include <uv.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -122,6 +125,22 @@ public:
         watch(sockets_.size() - 1);
     }
 
+    std::size_t size() const noexcept { return sockets_.size(); }
+
+    /// Called each time the last client leaves.
+    void onEmpty(std::function<void()> f) { onEmpty_ = std::move(f); }
+
+    /// Calls `f` on every client. Backwards, because a client that leaves
+    /// inside `f` takes the last one's place, which was already visited.
+    template <class F>
+    void forEach(F f) {
+        for (std::size_t i = sockets_.size(); i-- > 0;) {
+            if (i < sockets_.size()) {
+                f(*sockets_[i]);
+            }
+        }
+    }
+
 private:
     void watch(std::size_t index) {
         sockets_[index]->onDisconnected([this, index] { remove(index); });
@@ -134,9 +153,97 @@ private:
             watch(index);
         }
         sockets_.pop_back();
+        if (sockets_.empty() && onEmpty_) {
+            onEmpty_();
+        }
     }
 
     std::vector<std::unique_ptr<wsgate::WebSocket>> sockets_;
+    std::function<void()> onEmpty_;
+};
+
+/// SIGTERM (systemd, docker stop) and SIGINT (Ctrl-C) stop the server the
+/// way a client would want: no new connections, a close frame with 1001
+/// "going away" to every client, and the exit once each has answered or
+/// its close timeout (5 s) has dropped it. A second signal drops them all
+/// at once.
+class GracefulStop {
+public:
+    GracefulStop(wsgate::EventLoop& loop, wsgate::Server& server, Clients& clients, bool quiet)
+        : loop_(loop), server_(server), clients_(clients), quiet_(quiet) {
+        auto* uvLoop = static_cast<uv_loop_t*>(loop.nativeHandle());
+        for (std::size_t i = 0; i < signals_.size(); ++i) {
+            uv_signal_init(uvLoop, &signals_[i]);
+            signals_[i].data = this;
+            uv_signal_start(&signals_[i], onSignal, i == 0 ? SIGTERM : SIGINT);
+            // The signals alone do not keep the loop running.
+            uv_unref(reinterpret_cast<uv_handle_t*>(&signals_[i]));
+        }
+        clients_.onEmpty([this] {
+            if (stopping_) {
+                finish();
+            }
+        });
+    }
+
+    ~GracefulStop() {
+        // Only reached once the loop has stopped: close the handles on it.
+        if (!closed_) {
+            close();
+            uv_run(static_cast<uv_loop_t*>(loop_.nativeHandle()), UV_RUN_NOWAIT);
+        }
+    }
+
+    GracefulStop(const GracefulStop&) = delete;
+    GracefulStop& operator=(const GracefulStop&) = delete;
+
+private:
+    static void onSignal(uv_signal_t* handle, int signum) {
+        static_cast<GracefulStop*>(handle->data)->stop(signum);
+    }
+
+    void stop(int signum) {
+        if (stopping_) {
+            if (!quiet_) {
+                std::fprintf(stderr, "echo-server: %s again, dropping %zu clients\n",
+                             strsignal(signum), clients_.size());
+            }
+            clients_.forEach([](wsgate::WebSocket& socket) { socket.abort(); });
+            return;
+        }
+        stopping_ = true;
+        if (!quiet_) {
+            std::fprintf(stderr, "echo-server: %s, closing %zu clients\n", strsignal(signum),
+                         clients_.size());
+        }
+        server_.close();
+        clients_.forEach([](wsgate::WebSocket& socket) {
+            socket.close(wsgate::CloseCode::CloseCodeGoingAway, "server shutting down");
+        });
+        if (clients_.size() == 0) {
+            finish();
+        }
+    }
+
+    void finish() {
+        close();
+        loop_.stop();
+    }
+
+    void close() {
+        closed_ = true;
+        for (uv_signal_t& signal : signals_) {
+            uv_close(reinterpret_cast<uv_handle_t*>(&signal), nullptr);
+        }
+    }
+
+    wsgate::EventLoop& loop_;
+    wsgate::Server& server_;
+    Clients& clients_;
+    bool quiet_;
+    bool stopping_ = false;
+    bool closed_ = false;
+    std::array<uv_signal_t, 2> signals_{};
 };
 
 /// Raises the soft limit on open descriptors to the hard one. Most
@@ -212,6 +319,9 @@ int main(int argc, char** argv) {
         server.setHandshakeTimeout(static_cast<int>(options.handshakeTimeoutMs));
     }
     server.setSupportedSubprotocols(options.subprotocols);
+    Clients clients;
+    // Before the URL is printed: whoever reads it may signal at once.
+    GracefulStop gracefulStop(loop, server, clients, options.quiet);
     // An echo server keeps every client it accepts; the default of 30 pending
     // only matters when nobody takes them, which cannot happen here.
     if (!server.listen(options.address, options.port)) {
@@ -222,7 +332,6 @@ int main(int argc, char** argv) {
     std::printf("%s\n", server.serverUrl().c_str());
     std::fflush(stdout);
 
-    Clients clients;
     server.onNewConnection([&] {
         while (auto socket = server.nextPendingConnection()) {
             wsgate::WebSocket* raw = socket.get();

@@ -1,12 +1,16 @@
 // The closing handshake over real sockets (RFC 6455 §5.5.1, §7), as
 // Autobahn's category 7, plus a close started through the API.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "support/ChildProcess.h"
 #include "support/EchoTargets.h"
 #include "support/RawClient.h"
 #include "support/Utf8.h"
 #include "wsgate/CloseCode.h"
 
+#include <sys/wait.h>
+
 #include <chrono>
+#include <csignal>
 #include <doctest/doctest.h>
 #include <string>
 #include <vector>
@@ -381,5 +385,58 @@ TEST_SUITE("RFC 6455 7.1.2 closing through the API") {
         server.thread().call([&] { ws.abort(); });
         const TcpCloseResult rest = client.expectTcpClosed(serverCloseTimeout);
         CHECK(rest.frames.empty());
+    }
+}
+
+TEST_SUITE("echo-server on SIGTERM and SIGINT") {
+    TEST_CASE("SIGTERM closes the listener, sends 1001 to every client, and the exit follows "
+              "their answers") {
+        ProcessEcho server;
+        REQUIRE(server.started());
+        RawClient answering = connectTo(server.port());
+        RawClient leaving = connectTo(server.port());
+        CHECK(answering.sendText("before"));
+        CHECK(answering.expectText("before"));
+        REQUIRE(::kill(server.process().pid(), SIGTERM) == 0);
+        const ReceivedFrame goingAway = answering.expectClose(1001);
+        CHECK(goingAway.isClose());
+        CHECK(goingAway.closeReason() == "server shutting down");
+        // The listener closed before the close frames went out.
+        RawClient late;
+        CHECK_FALSE(late.connect(server.port(), "127.0.0.1", 2s));
+        CHECK(leaving.expectClose(1001).isClose());
+        CHECK(answering.sendClose(1001));
+        expectServerClosesTcp(answering);
+        // One client answers, the other just goes: neither waits for the
+        // server's 5 s close timeout.
+        const auto start = Clock::now();
+        leaving.close();
+        const int status = server.process().waitForExit(4s);
+        INFO("exit after ", since(start).count(), " ms: ", describeStatus(status));
+        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    }
+
+    TEST_CASE("a second signal drops the clients that have not answered, at once") {
+        ProcessEcho server;
+        REQUIRE(server.started());
+        RawClient silent = connectTo(server.port());
+        REQUIRE(::kill(server.process().pid(), SIGINT) == 0);
+        CHECK(silent.expectClose(1001).isClose());
+        const auto start = Clock::now();
+        REQUIRE(::kill(server.process().pid(), SIGINT) == 0);
+        CHECK(silent.expectTcpClosed(2s).closed);
+        const int status = server.process().waitForExit(2s);
+        INFO("exit after ", since(start).count(), " ms: ", describeStatus(status));
+        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
+        CHECK(since(start) < 2s); // under the close timeout of 5 s
+    }
+
+    TEST_CASE("SIGTERM with no client exits at once") {
+        ProcessEcho server;
+        REQUIRE(server.started());
+        REQUIRE(::kill(server.process().pid(), SIGTERM) == 0);
+        const int status = server.process().waitForExit(2s);
+        INFO(describeStatus(status));
+        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
     }
 }

@@ -173,6 +173,21 @@ bool EchoServerProcess::running() {
     return true;
 }
 
+int EchoServerProcess::waitForExit(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (running()) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (pid_ <= 0) {
+        return -1;
+    }
+    pid_ = -1; // the exit was expected: the destructor has nothing to check
+    return earlyStatus_;
+}
+
 int EchoServerProcess::stop(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) {
         return -1;

@@ -37,6 +37,10 @@ public:
     /// Sends SIGTERM, waits up to `timeout` (then SIGKILL) and returns the
     /// wait status, or -1 if there was no process.
     int stop(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    /// Waits up to `timeout` for the process to exit by itself, as after a
+    /// signal the test sent, and returns its wait status; -1 if it is still
+    /// running (it is then stopped as usual).
+    int waitForExit(std::chrono::milliseconds timeout);
 
 private:
     pid_t pid_ = -1;
