@@ -49,7 +49,9 @@ void usage(const char* program) {
                  "  --cert FILE            serve wss:// with this PEM certificate chain\n"
                  "  --key FILE             and this PEM private key\n"
                  "  --client-ca FILE       require client certificates signed by these CAs\n"
-                 "  --quiet                no line per connection\n",
+                 "  --quiet                no line per connection\n"
+                 "SIGTERM or SIGINT: stop accepting, close every client with 1001, exit\n"
+                 "once they have answered; a second signal drops them at once.\n",
                  program);
 }
 
