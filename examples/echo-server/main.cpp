@@ -5,6 +5,7 @@
 #include "wsgate/Server.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <array>
@@ -32,14 +33,17 @@ struct Options {
     std::string certificateFile;
     std::string keyFile;
     std::string clientCaFile;
-    bool quiet = false;
+    // A line on stderr per client: by default only when stderr is a
+    // terminal, so that a log nobody reads (a pipe left full) cannot stop
+    // the server, and a load test does not pay a write per connection.
+    enum class ClientLines { Auto, Always, Never } clientLines = ClientLines::Auto;
 };
 
 void usage(const char* program) {
     std::fprintf(stderr,
                  "usage: %s [--address ADDR] [--port N] [--max-message BYTES]\n"
                  "          [--subprotocols a,b] [--handshake-timeout MS] [--server-name NAME]\n"
-                 "          [--cert FILE --key FILE [--client-ca FILE]] [--quiet]\n"
+                 "          [--cert FILE --key FILE [--client-ca FILE]] [--quiet | --verbose]\n"
                  "  --address ADDR         listen address (default 127.0.0.1; '' for any)\n"
                  "  --port N               port, 0 picks a free one (default 1234)\n"
                  "  --max-message BYTES    largest incoming frame and message (default 16 MiB)\n"
@@ -50,6 +54,8 @@ void usage(const char* program) {
                  "  --key FILE             and this PEM private key\n"
                  "  --client-ca FILE       require client certificates signed by these CAs\n"
                  "  --quiet                no line per connection\n"
+                 "  --verbose              a line per connection even when stderr is not a\n"
+                 "                         terminal (by default only when it is)\n"
                  "SIGTERM or SIGINT: stop accepting, close every client with 1001, exit\n"
                  "once they have answered; a second signal drops them at once.\n",
                  program);
@@ -69,8 +75,9 @@ bool parseNumber(const char* text, long long min, long long max, long long& out)
 bool parseOptions(int argc, char** argv, Options& options) {
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
-        if (arg == "--quiet") {
-            options.quiet = true;
+        if (arg == "--quiet" || arg == "--verbose") {
+            options.clientLines =
+                arg == "--quiet" ? Options::ClientLines::Never : Options::ClientLines::Always;
             continue;
         }
         if (arg == "--help" || arg == "-h" || i + 1 >= argc) {
@@ -276,6 +283,9 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGPIPE, SIG_IGN);
     raiseDescriptorLimit();
+    const bool quiet = options.clientLines == Options::ClientLines::Never;
+    const bool clientLines = options.clientLines == Options::ClientLines::Always ||
+                             (!quiet && ::isatty(STDERR_FILENO) == 1);
 
     if (options.certificateFile.empty() != options.keyFile.empty() ||
         (!options.clientCaFile.empty() && options.certificateFile.empty())) {
@@ -307,7 +317,7 @@ int main(int argc, char** argv) {
             return 1;
         }
         server.onPeerVerifyError([&](const wsgate::ClientInfo& client, const wsgate::SslError& e) {
-            if (!options.quiet) {
+            if (clientLines) {
                 std::fprintf(stderr, "client %s:%u: %s\n", client.address.c_str(), client.port,
                              e.errorString().c_str());
             }
@@ -323,7 +333,7 @@ int main(int argc, char** argv) {
     server.setSupportedSubprotocols(options.subprotocols);
     Clients clients;
     // Before the URL is printed: whoever reads it may signal at once.
-    GracefulStop gracefulStop(loop, server, clients, options.quiet);
+    GracefulStop gracefulStop(loop, server, clients, quiet);
     // An echo server keeps every client it accepts; the default of 30 pending
     // only matters when nobody takes them, which cannot happen here.
     if (!server.listen(options.address, options.port)) {
@@ -337,7 +347,7 @@ int main(int argc, char** argv) {
     server.onNewConnection([&] {
         while (auto socket = server.nextPendingConnection()) {
             wsgate::WebSocket* raw = socket.get();
-            if (!options.quiet) {
+            if (clientLines) {
                 std::fprintf(stderr, "client %s:%u %s\n", raw->peerAddress().c_str(),
                              raw->peerPort(), raw->resourceName().c_str());
             }

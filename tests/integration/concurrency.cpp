@@ -2,11 +2,14 @@
 // no file descriptor left behind by connections that end in every way.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "net/IoRing.h"
+#include "support/EchoServerProcess.h"
 #include "support/EchoTargets.h"
 #include "support/RawClient.h"
 #include "support/TlsTestMode.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -422,5 +425,47 @@ TEST_SUITE("Concurrency") {
             CHECK(open[i].sendText(text));
             CHECK_MESSAGE(open[i].expectText(text), "client ", i);
         }
+    }
+
+    TEST_CASE("echo-server keeps serving when nobody reads its stderr, and --verbose logs there") {
+        // A pipe of one page, never read: with a line per client, echo-server
+        // would block in write(2) after about 160 clients.
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+        REQUIRE(::fcntl(fds[0], F_SETPIPE_SZ, 4096) >= 0);
+        auto readAll = [&] {
+            std::string text;
+            char buf[4096];
+            ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+            for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
+                text.append(buf, static_cast<std::size_t>(n));
+            }
+            return text;
+        };
+        {
+            EchoServerProcess server({}, 20s, fds[1]);
+            REQUIRE(server.started());
+            for (int i = 0; i < 500; ++i) {
+                RawClient client;
+                client.setTimeout(2s);
+                REQUIRE_MESSAGE(client.open(server.port()), "client ", i);
+            }
+            RawClient last;
+            REQUIRE(last.open(server.port()));
+            CHECK(last.sendText("still here"));
+            CHECK(last.expectText("still here"));
+        }
+        CHECK(readAll().find("client ") == std::string::npos);
+        {
+            EchoServerProcess server({"--verbose"}, 20s, fds[1]);
+            REQUIRE(server.started());
+            RawClient client;
+            REQUIRE(client.open(server.port()));
+            CHECK(client.sendText("logged"));
+            CHECK(client.expectText("logged"));
+        }
+        CHECK(readAll().find("client 127.0.0.1:") != std::string::npos);
+        ::close(fds[0]);
+        ::close(fds[1]);
     }
 }

@@ -32,7 +32,7 @@ std::string describeStatus(int status) {
 } // namespace
 
 EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
-                                     std::chrono::milliseconds startTimeout) {
+                                     std::chrono::milliseconds startTimeout, int stderrFd) {
     const char* path = std::getenv("WSGATE_ECHO_SERVER");
     if (path == nullptr || *path == '\0') {
         error_ = "WSGATE_ECHO_SERVER is not set (run the test through ctest)";
@@ -69,6 +69,9 @@ EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
             _exit(126);
         }
         dup2(fds[1], STDOUT_FILENO);
+        if (stderrFd >= 0) {
+            dup2(stderrFd, STDERR_FILENO);
+        }
         execv(argv[0], argv.data());
         _exit(127);
     }

@@ -18,8 +18,10 @@ namespace wsgate::test {
 /// that it did not crash or exit by itself in the meantime.
 class EchoServerProcess {
 public:
+    /// `stderrFd`, when not -1, becomes the process's standard error.
     explicit EchoServerProcess(std::vector<std::string> args = {},
-                               std::chrono::milliseconds startTimeout = std::chrono::seconds(20));
+                               std::chrono::milliseconds startTimeout = std::chrono::seconds(20),
+                               int stderrFd = -1);
     ~EchoServerProcess();
     EchoServerProcess(const EchoServerProcess&) = delete;
     EchoServerProcess& operator=(const EchoServerProcess&) = delete;
