@@ -7,8 +7,6 @@
 #include "support/Utf8.h"
 #include "wsgate/CloseCode.h"
 
-#include <sys/wait.h>
-
 #include <chrono>
 #include <csignal>
 #include <doctest/doctest.h>
@@ -413,7 +411,7 @@ TEST_SUITE("echo-server on SIGTERM and SIGINT") {
         leaving.close();
         const int status = server.process().waitForExit(4s);
         INFO("exit after ", since(start).count(), " ms: ", describeStatus(status));
-        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
+        CHECK(exitedWithZero(status));
     }
 
     TEST_CASE("a second signal drops the clients that have not answered, at once") {
@@ -427,7 +425,7 @@ TEST_SUITE("echo-server on SIGTERM and SIGINT") {
         CHECK(silent.expectTcpClosed(2s).closed);
         const int status = server.process().waitForExit(2s);
         INFO("exit after ", since(start).count(), " ms: ", describeStatus(status));
-        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
+        CHECK(exitedWithZero(status));
         CHECK(since(start) < 2s); // under the close timeout of 5 s
     }
 
@@ -437,6 +435,6 @@ TEST_SUITE("echo-server on SIGTERM and SIGINT") {
         REQUIRE(::kill(server.process().pid(), SIGTERM) == 0);
         const int status = server.process().waitForExit(2s);
         INFO(describeStatus(status));
-        CHECK((status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0));
+        CHECK(exitedWithZero(status));
     }
 }

@@ -433,10 +433,11 @@ TEST_SUITE("Concurrency") {
         int fds[2];
         REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
         REQUIRE(::fcntl(fds[0], F_SETPIPE_SZ, 4096) >= 0);
+        // Only the test's end reads without waiting; echo-server's end blocks.
+        REQUIRE(::fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0);
         auto readAll = [&] {
             std::string text;
             char buf[4096];
-            ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
             for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
                 text.append(buf, static_cast<std::size_t>(n));
             }

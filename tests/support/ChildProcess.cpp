@@ -51,4 +51,8 @@ bool killedBySigpipe(int status) noexcept {
     return WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE;
 }
 
+bool exitedWithZero(int status) noexcept {
+    return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 } // namespace wsgate::test

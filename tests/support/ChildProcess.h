@@ -20,4 +20,8 @@ std::string describeStatus(int status);
 /// Whether the child of that wait status died of SIGPIPE.
 bool killedBySigpipe(int status) noexcept;
 
+/// Whether the child of that wait status exited by itself with code 0
+/// (false for -1, "no status").
+bool exitedWithZero(int status) noexcept;
+
 } // namespace wsgate::test

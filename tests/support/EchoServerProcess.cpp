@@ -1,5 +1,6 @@
 #include "support/EchoServerProcess.h"
 
+#include "support/ChildProcess.h"
 #include "support/TlsTestMode.h"
 
 #include <errno.h>
@@ -16,20 +17,6 @@
 #include <doctest/doctest.h>
 
 namespace wsgate::test {
-
-namespace {
-
-std::string describeStatus(int status) {
-    if (WIFEXITED(status)) {
-        return "exit code " + std::to_string(WEXITSTATUS(status));
-    }
-    if (WIFSIGNALED(status)) {
-        return std::string("signal ") + strsignal(WTERMSIG(status));
-    }
-    return "status " + std::to_string(status);
-}
-
-} // namespace
 
 EchoServerProcess::EchoServerProcess(std::vector<std::string> args,
                                      std::chrono::milliseconds startTimeout, int stderrFd) {
@@ -146,8 +133,8 @@ EchoServerProcess::~EchoServerProcess() {
         if (wasRunning) {
             // A sanitizer report makes the process exit non-zero; a clean
             // stop is exit 0 or death by the SIGTERM we sent.
-            const bool clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-                               (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+            const bool clean =
+                exitedWithZero(status) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
             CHECK_MESSAGE(clean, "echo-server stopped with ", describeStatus(status));
         }
     }
