@@ -7,9 +7,11 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -32,6 +34,12 @@ constexpr std::uint64_t maxErrorLines = 20;
 constexpr std::uint64_t stdinTag = UINT64_MAX;
 /// How long a wakeup's first queued send may wait for its other events.
 constexpr auto maxSendHold = std::chrono::microseconds(200);
+// Masked copies of the echo pattern (MaskedPatterns), within a memory bound.
+constexpr std::size_t maskedCopies = 8;
+constexpr std::size_t maskedCopiesBytes = 64 * 1024 * 1024;
+// From this size on, a message is sent by itself, straight from its masked
+// copy: a system call per message costs little next to copying its bytes.
+constexpr std::size_t directSendSize = 16 * 1024;
 
 std::uint64_t patternOffset(std::uint32_t connection, std::uint64_t sequence) {
     return (sequence * 2654435761ULL + std::uint64_t{connection} * 40503ULL) % patternSpan;
@@ -294,6 +302,9 @@ bool LoadGen::setUp() {
             byte = options_.binary ? static_cast<std::uint8_t>(r)
                                    : static_cast<std::uint8_t>(' ' + r % 95);
         }
+        std::size_t copies =
+            std::clamp<std::size_t>(maskedCopiesBytes / pattern_.size(), 1, maskedCopies);
+        maskedPatterns_.build(pattern_, copies, random_);
     }
     readBuffer_.resize(readBufferSize);
     connections_.resize(static_cast<std::size_t>(options_.connections));
@@ -927,9 +938,19 @@ void LoadGen::onStdin() {
 }
 
 void LoadGen::queueMessage(Connection& conn) {
-    const std::uint8_t* payload = pattern_.data() + patternOffset(conn.index, conn.sent);
-    appendFrame(tx_, opcode_, payload, options_.size, random_.next32());
+    MaskedPatterns::Slice slice =
+        maskedPatterns_.slice(patternOffset(conn.index, conn.sent), random_);
     ++conn.sent;
+    std::array<std::uint8_t, maxFrameHeader> header{};
+    std::size_t headerLength =
+        writeFrameHeader(header.data(), opcode_, options_.size, slice.maskKey);
+    if (options_.size >= directSendSize && !conn.tls) {
+        commit(conn); // frames queued before this one go first
+        sendNow(conn, header.data(), headerLength, slice.payload, options_.size);
+        return;
+    }
+    tx_.append(header.data(), headerLength);
+    tx_.append(slice.payload, options_.size);
 }
 
 void LoadGen::queueClose(Connection& conn) {
@@ -966,14 +987,36 @@ void LoadGen::sendRaw(Connection& conn, const std::uint8_t* data, std::size_t le
         }
         return;
     }
+    sendNow(conn, data, length, nullptr, 0);
+}
+
+void LoadGen::sendNow(Connection& conn, const std::uint8_t* head, std::size_t headLength,
+                      const std::uint8_t* body, std::size_t bodyLength) {
+    if (conn.fd < 0) {
+        return;
+    }
     if (!conn.out.empty()) {
-        // Earlier bytes are still waiting for EPOLLOUT; keep the order.
-        conn.out.append(data, length);
+        // Earlier bytes are still waiting (for EPOLLOUT or sendQueued); keep the order.
+        conn.out.append(head, headLength);
+        conn.out.append(body, bodyLength);
         return;
     }
     std::size_t done = 0;
-    while (done < length) {
-        ssize_t n = ::send(conn.fd, data + done, length - done, MSG_NOSIGNAL);
+    std::size_t total = headLength + bodyLength;
+    while (done < total) {
+        iovec parts[2];
+        std::size_t count = 0;
+        if (done < headLength) {
+            parts[count++] = {const_cast<std::uint8_t*>(head) + done, headLength - done};
+        }
+        std::size_t bodyDone = done > headLength ? done - headLength : 0;
+        if (bodyDone < bodyLength) {
+            parts[count++] = {const_cast<std::uint8_t*>(body) + bodyDone, bodyLength - bodyDone};
+        }
+        msghdr message{};
+        message.msg_iov = parts;
+        message.msg_iovlen = count;
+        ssize_t n = ::sendmsg(conn.fd, &message, MSG_NOSIGNAL);
         if (n >= 0) {
             done += static_cast<std::size_t>(n);
         } else if (errno == EAGAIN) {
@@ -983,7 +1026,12 @@ void LoadGen::sendRaw(Connection& conn, const std::uint8_t* data, std::size_t le
             return;
         }
     }
-    conn.out.append(data + done, length - done);
+    // What the socket did not take waits for EPOLLOUT.
+    if (done < headLength) {
+        conn.out.append(head + done, headLength - done);
+        done = headLength;
+    }
+    conn.out.append(body + (done - headLength), total - done);
 }
 
 void LoadGen::flushOut(Connection& conn) {

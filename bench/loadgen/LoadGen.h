@@ -127,6 +127,10 @@ private:
     void commit(Connection& conn);
     void sendBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
     void sendRaw(Connection& conn, const std::uint8_t* data, std::size_t length);
+    /// head then body, sent at once; copied only if the socket cannot take
+    /// them all, or earlier bytes wait.
+    void sendNow(Connection& conn, const std::uint8_t* head, std::size_t headLength,
+                 const std::uint8_t* body, std::size_t bodyLength);
     void flushOut(Connection& conn);
 
     void closeTcp(Connection& conn);
@@ -153,6 +157,7 @@ private:
     // depends on the connection and the sequence number, so that a lost,
     // repeated or reordered echo shows as a byte mismatch.
     std::vector<std::uint8_t> pattern_;
+    MaskedPatterns maskedPatterns_;
     std::vector<Connection> connections_;
     std::vector<std::uint8_t> readBuffer_;
     // The same batching as the server's (src/net/IoRing.h): a system call

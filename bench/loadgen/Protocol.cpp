@@ -232,9 +232,8 @@ void maskCopy(std::uint8_t* dst, const std::uint8_t* src, std::size_t length,
     }
 }
 
-void appendFrame(ByteBuffer& out, std::uint8_t opcode, const std::uint8_t* payload,
-                 std::size_t length, std::uint32_t maskKey) {
-    std::array<std::uint8_t, maxFrameHeader> header{};
+std::size_t writeFrameHeader(std::uint8_t* header, std::uint8_t opcode, std::size_t length,
+                             std::uint32_t maskKey) {
     std::size_t headerLength = 2;
     header[0] = static_cast<std::uint8_t>(0x80 | opcode);
     if (length < 126) {
@@ -251,12 +250,41 @@ void appendFrame(ByteBuffer& out, std::uint8_t opcode, const std::uint8_t* paylo
         }
         headerLength = 10;
     }
-    std::memcpy(header.data() + headerLength, &maskKey, 4);
-    headerLength += 4;
+    std::memcpy(header + headerLength, &maskKey, 4);
+    return headerLength + 4;
+}
 
+void appendFrame(ByteBuffer& out, std::uint8_t opcode, const std::uint8_t* payload,
+                 std::size_t length, std::uint32_t maskKey) {
+    std::array<std::uint8_t, maxFrameHeader> header{};
+    std::size_t headerLength = writeFrameHeader(header.data(), opcode, length, maskKey);
     std::uint8_t* frame = out.grow(headerLength + length);
     std::memcpy(frame, header.data(), headerLength);
     maskCopy(frame + headerLength, payload, length, maskKey);
+}
+
+void MaskedPatterns::build(const std::vector<std::uint8_t>& pattern, std::size_t copies,
+                           Random& random) {
+    copies_.resize(copies);
+    for (Copy& copy : copies_) {
+        std::uint32_t key = random.next32();
+        std::memcpy(copy.key.data(), &key, 4);
+        copy.bytes.resize(pattern.size());
+        maskCopy(copy.bytes.data(), pattern.data(), pattern.size(), key);
+    }
+}
+
+MaskedPatterns::Slice MaskedPatterns::slice(std::size_t offset, Random& random) const {
+    const Copy& copy = copies_[random.next32() % copies_.size()];
+    // Payload byte i of the slice is pattern byte offset + i, masked with
+    // key[(offset + i) % 4]: the frame's key is the copy's, turned by offset.
+    std::array<std::uint8_t, 4> turned{};
+    for (std::size_t i = 0; i < 4; ++i) {
+        turned[i] = copy.key[(offset + i) & 3];
+    }
+    std::uint32_t maskKey = 0;
+    std::memcpy(&maskKey, turned.data(), 4);
+    return {copy.bytes.data() + offset, maskKey};
 }
 
 } // namespace wsgate::bench

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace wsgate::bench {
 
@@ -76,9 +77,40 @@ std::string makeUpgradeRequest(std::string_view host, std::uint16_t port, std::s
 // Returns nullptr when it accepts the upgrade, else why not.
 const char* checkUpgradeResponse(std::string_view head, std::string_view expectedAccept);
 
+// Writes the header of a masked frame with fin set into header (room for
+// maxFrameHeader bytes) and returns its length.
+std::size_t writeFrameHeader(std::uint8_t* header, std::uint8_t opcode, std::size_t length,
+                             std::uint32_t maskKey);
+
 // Appends one masked frame with fin set (RFC 6455 §5.3: a client masks every frame).
 void appendFrame(ByteBuffer& out, std::uint8_t opcode, const std::uint8_t* payload,
                  std::size_t length, std::uint32_t maskKey);
+
+// The echo payloads (slices of one pattern), masked once at the start
+// instead of once per message: at 64 KiB and up the masking pass was a
+// tenth of the load generator's time, which bounded the server's rate.
+// Each copy is the whole pattern XORed with a key of its own; a slice at
+// offset o is the slice masked with that key turned by o, so every offset
+// has as many masks as there are copies.
+class MaskedPatterns {
+public:
+    struct Slice {
+        const std::uint8_t* payload; // masked
+        std::uint32_t maskKey;       // as it goes in the frame header
+    };
+
+    void build(const std::vector<std::uint8_t>& pattern, std::size_t copies, Random& random);
+    bool empty() const { return copies_.empty(); }
+    // The slice at offset, from a copy drawn at random.
+    Slice slice(std::size_t offset, Random& random) const;
+
+private:
+    struct Copy {
+        std::array<std::uint8_t, 4> key{};
+        std::vector<std::uint8_t> bytes;
+    };
+    std::vector<Copy> copies_;
+};
 
 // XORs src with the 4-byte key into dst, a word at a time.
 void maskCopy(std::uint8_t* dst, const std::uint8_t* src, std::size_t length,
