@@ -4,7 +4,9 @@
 #   scripts/install-deps.sh          build and test dependencies
 #   scripts/install-deps.sh --bench    also Qt's WebSockets, for bench/'s reference server
 #   scripts/install-deps.sh --browser  also Chromium and chromedriver, for tests/browser/
-# The two flags may be given together.
+#   scripts/install-deps.sh --bench-refs  also Boost.Beast and node ws, bench/'s
+#                                         optional references (bench/run --servers)
+# The flags may be given together.
 set -euo pipefail
 
 packages=(
@@ -17,6 +19,7 @@ for flag in "$@"; do
     case "$flag" in
     --bench) packages+=(qt6-websockets-dev qt6-base-dev) ;;
     --browser) packages+=(chromium chromium-driver) ;;
+    --bench-refs) packages+=(libboost1.81-dev nodejs node-ws) ;;
     *)
         echo "install-deps: unknown option $flag" >&2
         exit 2
