@@ -299,7 +299,10 @@ bool Connection::wantsBatchedRead(std::uint32_t events) noexcept {
         return false;
     }
     noteReadable(events);
-    return reading_ && readable_;
+    // A connection that carries large frames reads them with one plain read
+    // into the loop's buffer: a batched recv would fill its 4 KiB slice, and
+    // cost a copy and a second call into TCP for the rest.
+    return reading_ && readable_ && !bulkReads_;
 }
 
 void Connection::onSocketEvents(std::uint32_t events, std::uint8_t* batchData, int batchResult) {
@@ -326,6 +329,7 @@ void Connection::takeBatchedRead(std::uint8_t* data, int result) {
     if (result == static_cast<int>(LoopData::recvSliceSize)) {
         // The slice is full and the socket may hold more: read that behind
         // it, so that a large frame still arrives in one piece.
+        bulkReads_ = true;
         std::memcpy(loop_.readBuffer.get(), data, LoopData::recvSliceSize);
         readSocket(LoopData::recvSliceSize);
         return;
@@ -352,6 +356,7 @@ void Connection::readSocket(std::size_t carried) {
         if (n > 0) {
             std::size_t size = carried + static_cast<std::size_t>(n);
             carried = 0;
+            bulkReads_ = size >= LoopData::recvSliceSize;
             // A short read drained the socket; more raises a new edge.
             if (size < LoopData::readBufferSize) {
                 readable_ = false;
