@@ -104,7 +104,7 @@ private:
     bool takeBatchedRead(Connection& conn, const std::uint8_t* data, int result, bool peerClosed);
     bool onBytes(Connection& conn, const std::uint8_t* data, std::size_t length);
     void sendQueued();
-    void onConnected(Connection& conn);
+    void onConnected(Connection& conn, std::uint32_t events);
     void sendUpgradeRequest(Connection& conn);
     bool readAvailable(Connection& conn, bool peerClosed);
     void onPeerEof(Connection& conn);
