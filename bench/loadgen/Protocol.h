@@ -100,7 +100,6 @@ public:
     };
 
     void build(const std::vector<std::uint8_t>& pattern, std::size_t copies, Random& random);
-    bool empty() const { return copies_.empty(); }
     // The slice at offset, from a copy drawn at random.
     Slice slice(std::size_t offset, Random& random) const;
 

@@ -266,7 +266,7 @@ private:
     bool deferQueued_ : 1 = false;        // in the loop's deferred queue
     bool tlsIdleDeadline_ : 1 = false;    // linked into the loop's tlsIdleQueue
     bool queued_ : 1 = false;             // has bytes in the loop's outbox
-    bool bulkReads_ : 1 = false;          // its last read filled a batch slice
+    bool bulkReads_ : 1 = false;          // its last read was a batch slice or more
 };
 
 } // namespace wsgate::detail
